@@ -1,0 +1,5 @@
+"""python -m switch"""
+
+from switch.cli import main
+
+raise SystemExit(main())
