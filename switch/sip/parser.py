@@ -1,0 +1,268 @@
+"""Bytes → SIP message (RFC 3261 §7, §18.3, §25), bounded and incremental.
+
+``parse_message`` takes one whole message: a UDP datagram, or a frame that
+``StreamFramer`` cut out of a TCP byte stream.  It checks what every element
+must check before acting on a message (RFC 3261 §8.2, §16.3 item 1, RFC 4475):
+the start line, header field syntax, the presence and uniqueness of the
+mandatory fields, CSeq against the method, Content-Length against the body,
+Via syntax, and numeric fields within their ranges.  Anything else is parsed
+on demand by ``switch.sip.headers``.
+
+Errors carry the status to answer with; a message the parser rejects before
+it knows enough to build a response (a bad response, no Via) is dropped by the
+caller.  ``ParseError.partial`` carries whatever was understood so that the
+endpoint can still form a 400 when the headers needed for it are there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from switch.sip.errors import MessageTooLarge, ParseError, VersionNotSupported
+from switch.sip.headers import parse_cseq, parse_name_addr, parse_uint, vias
+from switch.sip.message import Headers, Message, Request, Response, field_key
+
+_METHOD = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_VERSION = re.compile(r"^SIP/(\d+)\.(\d+)$", re.I)
+
+# Fields that may appear once only (RFC 3261 §7.3.1 and §20: not list-valued).
+SINGLE_FIELDS = ("to", "from", "call-id", "cseq", "max-forwards", "content-length",
+                 "content-type", "expires", "min-expires")
+REQUIRED_REQUEST_FIELDS = ("via", "to", "from", "call-id", "cseq")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Configurable bounds (DESIGN.md rule 6)."""
+
+    max_message_size: int = 65535
+    max_headers: int = 256
+    max_header_line: int = 8192
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class PartialMessage(Exception):
+    """Not an error: a stream framer needs more bytes."""
+
+
+def _find_head_end(data: bytes, start: int = 0) -> tuple[int, int]:
+    """(index of the blank line, length of the separator) or (-1, 0)."""
+    idx = data.find(b"\r\n\r\n", start)
+    if idx >= 0:
+        return idx, 4
+    # Be liberal: bare-LF line ends (RFC 3261 §7 says CRLF, some stacks send LF).
+    idx = data.find(b"\n\n", start)
+    if idx >= 0:
+        return idx, 2
+    return -1, 0
+
+
+def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False
+                  ) -> Message:
+    """Parse one SIP message.
+
+    ``stream`` is True for a frame cut from TCP: Content-Length is then
+    mandatory (RFC 3261 §18.3) and the frame holds exactly the message.  Over
+    UDP, octets past Content-Length are ignored (RFC 4475 §3.1.1.8) and a
+    missing Content-Length means "the rest of the datagram".
+    """
+    if len(data) > limits.max_message_size:
+        raise MessageTooLarge(f"message of {len(data)} bytes exceeds {limits.max_message_size}")
+    # RFC 3261 §7.5: implementations SHOULD ignore CRLFs before the start line.
+    offset = 0
+    while data.startswith(b"\r\n", offset) or data.startswith(b"\n", offset):
+        offset += 2 if data.startswith(b"\r\n", offset) else 1
+    head_end, sep = _find_head_end(data, offset)
+    if head_end < 0:
+        raise ParseError("no blank line after the header fields")
+    head = data[offset:head_end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    start_line = lines[0]
+    message = _parse_start_line(start_line)
+    headers = message.headers
+    _parse_fields(lines, headers, limits)
+    message._cache["raw"] = True
+    try:
+        _check_fields(message)
+        body_start = head_end + sep
+        length_text = headers.get("content-length")
+        if length_text is None:
+            if stream:
+                raise ParseError("no Content-Length on a stream transport")
+            body = data[body_start:]
+        else:
+            length = parse_uint(length_text, "Content-Length")
+            available = len(data) - body_start
+            if length > available:
+                raise ParseError(f"Content-Length {length} larger than the {available}-byte body")
+            body = data[body_start:body_start + length]
+        message.body = body
+    except ParseError as exc:
+        exc.partial = message  # type: ignore[attr-defined]
+        raise
+    return message
+
+
+def _parse_start_line(line: str) -> Message:
+    if line.startswith("SIP/") or line[:4].upper() == "SIP/":
+        parts = line.split(" ", 2)
+        if len(parts) < 2:
+            raise ParseError(f"malformed status line {line!r}")
+        version, code = parts[0], parts[1]
+        _check_version(version)
+        if len(code) != 3 or not code.isdigit() or code[0] == "0":
+            raise ParseError(f"bad status code {code!r}")
+        reason = parts[2] if len(parts) == 3 else ""
+        return Response(int(code), reason)
+    # RFC 3261 §25.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF,
+    # exactly one SP each (RFC 4475 §3.1.2.8-10).
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ParseError(f"malformed request line {line!r}")
+    method, uri, version = parts
+    if not method or not _METHOD.match(method):
+        raise ParseError(f"bad method {method!r}")
+    _check_version(version)
+    if not uri or uri[0] == "<" or "\t" in uri or ":" not in uri:
+        raise ParseError(f"bad Request-URI {uri!r}")
+    return Request(method, uri)
+
+
+def _check_version(version: str) -> None:
+    match = _VERSION.match(version)
+    if not match:
+        raise ParseError(f"bad SIP-Version {version!r}")
+    if match.groups() != ("2", "0"):
+        raise VersionNotSupported(f"SIP-Version {version!r}")
+
+
+def _parse_fields(lines: list[str], headers: Headers, limits: Limits) -> None:
+    count = 0
+    name = ""
+    value = ""
+    add = headers._add_key
+    for line in lines[1:]:
+        if line and line[0] in " \t":
+            # Header folding (RFC 3261 §7.3.1): a continuation line joins the previous one.
+            if not name:
+                raise ParseError("continuation line before the first header field")
+            value = f"{value} {line.strip()}"
+            continue
+        if name:
+            add(field_key(name), name, value)
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(f"malformed header line {line[:40]!r}")
+        name = line[:colon].rstrip(" \t")
+        if not _FIELD_NAME.match(name):
+            raise ParseError(f"bad header name {name[:40]!r}")
+        value = line[colon + 1:].strip()
+        count += 1
+        if count > limits.max_headers:
+            raise MessageTooLarge(f"more than {limits.max_headers} header fields")
+        if len(line) > limits.max_header_line:
+            raise MessageTooLarge(f"header line longer than {limits.max_header_line}")
+    if name:
+        add(field_key(name), name, value)
+
+
+def _check_fields(message: Message) -> None:
+    headers = message.headers
+    for key in SINGLE_FIELDS:
+        if headers.count(key) > 1:
+            raise ParseError(f"{key} appears more than once")
+    if isinstance(message, Request):
+        for key in REQUIRED_REQUEST_FIELDS:
+            if key not in headers:
+                raise ParseError(f"missing {key} header")
+    elif not ("via" in headers and "cseq" in headers and "call-id" in headers):
+        raise ParseError("response without Via, CSeq or Call-ID")
+    # The RFC 3261 §8.2 checks every UAS makes before going on.
+    cseq_value = headers.get("cseq")
+    if cseq_value is not None:
+        cseq = parse_cseq(cseq_value)
+        message._cache["cseq"] = cseq
+        if isinstance(message, Request) and cseq.method != message.method:
+            raise ParseError(f"CSeq method {cseq.method} does not match {message.method}")
+    via_list = vias(message)
+    if not via_list:
+        raise ParseError("empty Via")
+    message._cache["top_via"] = via_list[0]
+    for key in ("from", "to"):
+        value = headers.get(key)
+        if value is not None:
+            message._cache[key] = parse_name_addr(value)
+    max_forwards = headers.get("max-forwards")
+    if max_forwards is not None:
+        parse_uint(max_forwards, "Max-Forwards", maximum=255)
+    expires = headers.get("expires")
+    if expires is not None:
+        parse_uint(expires, "Expires")
+    if not headers.get("call-id"):
+        raise ParseError("empty Call-ID")
+
+
+class StreamFramer:
+    """Cuts SIP messages out of a byte stream (RFC 3261 §18.3) — sans-I/O.
+
+    ``feed`` returns every complete frame; a partial one stays buffered.  Bare
+    CRLF keep-alives (RFC 5626 §3.5.1) between messages are consumed and
+    counted so the transport can answer a double-CRLF ping with a single CRLF.
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._buffer = bytearray()
+        self._limits = limits
+        self.keepalive_pings = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames: list[bytes] = []
+        buffer = self._buffer
+        while True:
+            # Skip keep-alive CRLFs between messages.
+            skipped = 0
+            while buffer[skipped:skipped + 2] == b"\r\n":
+                skipped += 2
+            if skipped:
+                self.keepalive_pings += skipped // 4
+                del buffer[:skipped]
+            if not buffer:
+                break
+            head_end, sep = _find_head_end(bytes(buffer[:self._limits.max_message_size + 4]))
+            if head_end < 0:
+                if len(buffer) > self._limits.max_message_size:
+                    raise MessageTooLarge("header section exceeds the size limit")
+                break
+            length = _content_length(bytes(buffer[:head_end]))
+            total = head_end + sep + length
+            if total > self._limits.max_message_size:
+                raise MessageTooLarge(f"message of {total} bytes exceeds the size limit")
+            if len(buffer) < total:
+                break
+            frames.append(bytes(buffer[:total]))
+            del buffer[:total]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+_CL_LINE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
+
+
+def _content_length(head: bytes) -> int:
+    matches = _CL_LINE.findall(head)
+    if not matches:
+        raise ParseError("no Content-Length on a stream transport")
+    if len(matches) > 1:
+        raise ParseError("Content-Length appears more than once")
+    text = matches[0].strip()
+    if not text.isdigit():
+        raise ParseError(f"bad Content-Length {text!r}")
+    return int(text)
