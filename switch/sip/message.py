@@ -15,7 +15,7 @@ different names is not significant, and encoding groups each name's lines.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Union
+
 
 # RFC 3261 §7.3.3 and the extensions that define compact forms.
 COMPACT_FORMS: dict[str, str] = {
@@ -42,7 +42,7 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 # How we spell the fields we write; unknown fields keep the spelling first seen.
-_CANONICAL_NAMES: dict[str, str] = {
+CANONICAL_NAMES: dict[str, str] = {
     name.lower(): name
     for name in (
         "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Route",
@@ -141,7 +141,7 @@ def split_list(value: str) -> list[str]:
 class Headers:
     """An ordered multimap of header fields, keyed case-insensitively."""
 
-    __slots__ = ("_values", "_names")
+    __slots__ = ("_names", "_values")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._values: dict[str, list[str]] = {}
@@ -154,7 +154,7 @@ class Headers:
         values = self._values.get(key)
         if values is None:
             self._values[key] = [value]
-            self._names[key] = _CANONICAL_NAMES.get(key, name)
+            self._names[key] = CANONICAL_NAMES.get(key, name)
         else:
             values.append(value)
 
@@ -163,7 +163,7 @@ class Headers:
         values = self._values.get(key)
         if values is None:
             self._values[key] = [value]
-            self._names[key] = _CANONICAL_NAMES.get(key, name)
+            self._names[key] = CANONICAL_NAMES.get(key, name)
         else:
             values.append(value)
 
@@ -180,7 +180,7 @@ class Headers:
         """Replace every line of the field with one."""
         key = field_key(name)
         if key not in self._values:
-            self._names[key] = _CANONICAL_NAMES.get(key, name)
+            self._names[key] = CANONICAL_NAMES.get(key, name)
         self._values[key] = [value]
 
     def remove(self, name: str) -> None:
@@ -244,7 +244,7 @@ class Headers:
 class Request:
     """A SIP request (RFC 3261 §7.1). ``uri`` is the Request-URI as text."""
 
-    __slots__ = ("method", "uri", "headers", "body", "_cache")
+    __slots__ = ("_cache", "body", "headers", "method", "uri")
 
     def __init__(self, method: str, uri: str, headers: Headers | None = None,
                  body: bytes = b"") -> None:
@@ -275,7 +275,7 @@ class Request:
 class Response:
     """A SIP response (RFC 3261 §7.2)."""
 
-    __slots__ = ("status", "reason", "headers", "body", "_cache")
+    __slots__ = ("_cache", "body", "headers", "reason", "status")
 
     def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None,
                  body: bytes = b"") -> None:
@@ -302,7 +302,7 @@ class Response:
         return f"<Response {self.status} {self.reason}>"
 
 
-Message = Union[Request, Response]
+Message = Request | Response
 
 
 def _encode(start_line: str, headers: Headers, body: bytes) -> bytes:

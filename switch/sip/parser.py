@@ -20,12 +20,19 @@ import re
 from dataclasses import dataclass
 
 from switch.sip.errors import MessageTooLarge, ParseError, VersionNotSupported
-from switch.sip.headers import parse_cseq, parse_name_addr, parse_uint, vias
-from switch.sip.message import Headers, Message, Request, Response, field_key
+from switch.sip.headers import parse_cseq, parse_uint, vias
+from switch.sip.message import (
+    CANONICAL_NAMES,
+    COMPACT_FORMS,
+    Headers,
+    Message,
+    Request,
+    Response,
+)
 
 _METHOD = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_VERSION = re.compile(r"^SIP/(\d+)\.(\d+)$", re.I)
+_VERSION = re.compile(r"^SIP/(\d+)\.(\d+)$", re.IGNORECASE)
 
 # Fields that may appear once only (RFC 3261 §7.3.1 and §20: not list-valued).
 SINGLE_FIELDS = ("to", "from", "call-id", "cseq", "max-forwards", "content-length",
@@ -141,50 +148,63 @@ def _check_version(version: str) -> None:
 
 
 def _parse_fields(lines: list[str], headers: Headers, limits: Limits) -> None:
-    count = 0
+    if len(lines) - 1 > limits.max_headers:
+        raise MessageTooLarge(f"more than {limits.max_headers} header fields")
+    values = headers._values
+    names = headers._names
+    max_line = limits.max_header_line
     name = ""
     value = ""
-    add = headers._add_key
+    key = ""
     for line in lines[1:]:
-        if line and line[0] in " \t":
+        if len(line) > max_line:
+            raise MessageTooLarge(f"header line longer than {max_line}")
+        if line and (line[0] == " " or line[0] == "\t"):
             # Header folding (RFC 3261 §7.3.1): a continuation line joins the previous one.
             if not name:
                 raise ParseError("continuation line before the first header field")
-            value = f"{value} {line.strip()}"
+            value = f"{value} {line.strip()}" if value else line.strip()
             continue
         if name:
-            add(field_key(name), name, value)
-        colon = line.find(":")
-        if colon <= 0:
+            _store(values, names, key, name, value)
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not name or not _FIELD_NAME.match(name):
             raise ParseError(f"malformed header line {line[:40]!r}")
-        name = line[:colon].rstrip(" \t")
-        if not _FIELD_NAME.match(name):
-            raise ParseError(f"bad header name {name[:40]!r}")
-        value = line[colon + 1:].strip()
-        count += 1
-        if count > limits.max_headers:
-            raise MessageTooLarge(f"more than {limits.max_headers} header fields")
-        if len(line) > limits.max_header_line:
-            raise MessageTooLarge(f"header line longer than {limits.max_header_line}")
+        value = value.strip()
+        key = name.lower()
+        if len(key) == 1:
+            key = COMPACT_FORMS.get(key, key)
     if name:
-        add(field_key(name), name, value)
+        _store(values, names, key, name, value)
+
+
+def _store(values: dict[str, list[str]], names: dict[str, str], key: str, name: str,
+           value: str) -> None:
+    existing = values.get(key)
+    if existing is None:
+        values[key] = [value]
+        names[key] = CANONICAL_NAMES.get(key, name)
+    else:
+        existing.append(value)
 
 
 def _check_fields(message: Message) -> None:
-    headers = message.headers
+    values = message.headers._values
     for key in SINGLE_FIELDS:
-        if headers.count(key) > 1:
+        lines = values.get(key)
+        if lines is not None and len(lines) > 1:
             raise ParseError(f"{key} appears more than once")
     if isinstance(message, Request):
         for key in REQUIRED_REQUEST_FIELDS:
-            if key not in headers:
+            if key not in values:
                 raise ParseError(f"missing {key} header")
-    elif not ("via" in headers and "cseq" in headers and "call-id" in headers):
+    elif not ("via" in values and "cseq" in values and "call-id" in values):
         raise ParseError("response without Via, CSeq or Call-ID")
     # The RFC 3261 §8.2 checks every UAS makes before going on.
-    cseq_value = headers.get("cseq")
-    if cseq_value is not None:
-        cseq = parse_cseq(cseq_value)
+    cseq_lines = values.get("cseq")
+    if cseq_lines is not None:
+        cseq = parse_cseq(cseq_lines[0])
         message._cache["cseq"] = cseq
         if isinstance(message, Request) and cseq.method != message.method:
             raise ParseError(f"CSeq method {cseq.method} does not match {message.method}")
@@ -193,17 +213,34 @@ def _check_fields(message: Message) -> None:
         raise ParseError("empty Via")
     message._cache["top_via"] = via_list[0]
     for key in ("from", "to"):
-        value = headers.get(key)
-        if value is not None:
-            message._cache[key] = parse_name_addr(value)
-    max_forwards = headers.get("max-forwards")
+        lines = values.get(key)
+        if lines is not None:
+            _check_name_addr_shape(lines[0], key)
+    max_forwards = values.get("max-forwards")
     if max_forwards is not None:
-        parse_uint(max_forwards, "Max-Forwards", maximum=255)
-    expires = headers.get("expires")
+        parse_uint(max_forwards[0], "Max-Forwards", maximum=255)
+    expires = values.get("expires")
     if expires is not None:
-        parse_uint(expires, "Expires")
-    if not headers.get("call-id"):
+        parse_uint(expires[0], "Expires")
+    if not values["call-id"][0]:
         raise ParseError("empty Call-ID")
+
+
+def _check_name_addr_shape(value: str, what: str) -> None:
+    """Cheap structural check of From/To; the full parse is lazy (headers.from_header).
+
+    Catches what RFC 4475 §3.1.2.6 asks to reject (an unterminated quoted
+    display name) without paying for a URI parse on every message.
+    """
+    if '"' in value:
+        quotes = value.count('"') - value.count('\\"')
+        if quotes % 2:
+            raise ParseError(f"unterminated quoted string in {what}")
+    lt = value.find("<")
+    if lt >= 0 and value.find(">", lt) < 0:
+        raise ParseError(f"unterminated <URI> in {what}")
+    if not value:
+        raise ParseError(f"empty {what}")
 
 
 class StreamFramer:
