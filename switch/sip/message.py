@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-
 # RFC 3261 §7.3.3 and the extensions that define compact forms.
 COMPACT_FORMS: dict[str, str] = {
     "a": "accept-contact",      # RFC 3841
