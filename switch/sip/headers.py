@@ -178,8 +178,8 @@ def parse_via(value: str) -> Via:
     return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
 
-_SIMPLE_VIA = re.compile(r"^SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-.!%*_+`'~]+"
-                         r"(?:=[A-Za-z0-9\-.!%*_+`'~:]+)?)*)$")
+_SIMPLE_VIA = re.compile(r"^SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::(\d{1,5}))?"
+                         r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:]+)?)*)$")
 
 
 def _parse_via_fast(value: str) -> Via | None:
