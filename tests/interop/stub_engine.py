@@ -90,9 +90,10 @@ class Stub:
 
         def reply(code: int, reason: str, extra: list[str] | None = None) -> bytes:
             out = [f"SIP/2.0 {code} {reason}"]
+            canonical = {"via": "Via", "from": "From", "call-id": "Call-ID", "cseq": "CSeq"}
             for k, v in hdrs:
-                if k in ("via", "from", "call-id", "cseq"):
-                    out.append(f"{k.title()}: {v}")
+                if k in canonical:
+                    out.append(f"{canonical[k]}: {v}")
             to = get("to") or ""
             if code > 100 and "tag=" not in to:
                 to += ";tag=stub" + secrets.token_hex(4)
