@@ -62,7 +62,7 @@ class Phone:
               extra: Sequence[tuple[str, str]] = (), now: float = 0.0) -> Request:
         self.cseq += 1
         headers = Headers([
-            ("Via", "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-%d;rport" % self.cseq),
+            ("Via", f"SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-{self.cseq};rport"),
             ("From", f"<sip:{self.user}@switch.local>;tag=ft"),
             ("To", f"<sip:{self.user}@switch.local>"),
             ("Call-ID", self.call_id),
