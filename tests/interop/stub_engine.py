@@ -81,7 +81,7 @@ class Stub:
                 k = k.strip().lower()
                 k = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact"}.get(k, k)
                 hdrs.append((k, v.strip()))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, IndexError, UnicodeDecodeError):
             return None
         self.count("in", method, "")
 
