@@ -7,7 +7,7 @@ connection, abrupt closes).  Afterwards the engine must still answer
 OPTIONS on both transports, exit 0 on SIGTERM, and its output must have no
 traceback, no ``"level": "critical"`` and no "unhandled" line.
 
-Torture messages are sent with the addresses in their header section
+Torture messages (tests/vectors/rfc4475, else shared/testdata/rfc4475) are sent with the addresses in their header section
 rewritten to 127.0.0.1 (Via sent-by, ``received=``, ``maddr=``): the
 engine answers to Via, and this test must never make it send to the
 example addresses the RFC uses (some are public or broadcast).  Bodies
@@ -29,12 +29,13 @@ from .sipmsg import SipClient, build_request
 
 pytestmark = pytest.mark.interop
 
-TORTURE_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "rfc4475"
+TORTURE_DIR = Path(__file__).resolve().parents[1] / "vectors" / "rfc4475"
+SHARED_TORTURE_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "rfc4475"
 SEED = 4475
 
 
 def torture_files() -> list[Path]:
-    candidates = [TORTURE_DIR, Path("/work/shared/testdata/rfc4475")]
+    candidates = [TORTURE_DIR, SHARED_TORTURE_DIR]
     for directory in candidates:
         files = sorted(directory.glob("*.dat"))
         if files:
