@@ -1,0 +1,1129 @@
+"""SDP (RFC 8866, grammar of RFC 4566 §9) and the offer/answer model (RFC 3264).
+
+Theory of operation
+-------------------
+``parse_sdp`` turns a message body into a ``SessionDescription``; ``encode``
+turns it back into CRLF-terminated bytes.  The parser is strict on structure
+(``v=0`` first, the line order of RFC 8866 §5, ``<type>=<value>`` lines,
+numeric fields in range, addresses that are addresses) and tolerant where
+deployed phones differ from the RFC without ambiguity: bare-LF line ends and
+trailing whitespace.  A type letter it does not know makes the description
+unusable (RFC 8866 §5: "MUST completely ignore or reject"), so it is rejected;
+unknown *attributes* are kept as they are (§5.13 and §6: the extension point).
+Errors are ``SdpError`` (a ``ParseError``, status 400: an INVITE whose body is
+not SDP is a bad request), naming the line number and the line.  Input is
+bounded by ``SdpLimits``.
+
+Values, not objects
+-------------------
+The descriptions are frozen, slotted dataclasses holding tuples.  A B2BUA keeps
+the SDP it received on one leg (to answer it, to compare the next re-INVITE
+against it) while deriving the SDP it sends on the other leg: with a mutable
+tree a rewrite for leg B would silently change the record of leg A.  Being
+values also makes RFC 3264 §8's rule "same o= version iff the description did
+not change" a plain ``==`` (see ``OriginState``).  Rewrites use
+``dataclasses.replace`` and the ``with_*`` helpers, which are cheap at SDP
+sizes.
+
+Round trip: ``parse_sdp(sdp.encode()) == sdp`` for every description whose
+text fields hold no CR, LF or NUL and do not end in whitespace, and
+``parse_sdp(text).encode() == text`` for well-formed CRLF text without leading
+zeros in its numeric fields.
+
+Offer/answer
+------------
+``negotiate`` builds an answer (RFC 3264 §6) to an offer from a list of
+supported codecs: same m-line count and order, rejected streams with port 0,
+formats a subset of the offer's in the offerer's order with the same payload
+type numbers, telephone-event kept (RFC 4733 §7), direction from the §6.1
+table.  If no stream can be accepted it returns ``NoCommonMedia``, which the
+caller turns into 488 (``SdpNotAcceptable``).  ``rewrite_connection`` anchors
+media on the engine's address and ports; ``OriginState`` keeps one leg's o=
+line and its version (RFC 3264 §8).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from switch.sip.errors import ParseError, SipError
+
+Attribute = tuple[str, str | None]
+"""``a=name:value`` as ``(name, value)``; a property attribute ``a=name`` has value None."""
+
+# RFC 8866 §9: token-char = %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 / %x41-5A / %x5E-7E
+_TOKEN = re.compile(r"^[\x21\x23-\x27\x2A\x2B\x2D\x2E\x30-\x39\x41-\x5A\x5E-\x7E]+$")
+_PROTO = re.compile(r"^[\x21\x23-\x27\x2A\x2B\x2D\x2E\x30-\x39\x41-\x5A\x5E-\x7E]+"
+                    r"(?:/[\x21\x23-\x27\x2A\x2B\x2D\x2E\x30-\x39\x41-\x5A\x5E-\x7E]+)*$")
+_DIGITS = re.compile(r"^[0-9]+$")
+_NON_WS = re.compile(r"^[\x21-\x7E\x80-\U0010FFFF]+$")
+# RFC 8866 §9 FQDN: 4*(alpha-numeric / "-" / "."); we also require a letter so
+# that a mangled dotted quad ("1.2.3", "10.0.0.256") is not taken for a name.
+_FQDN = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9\-.]{4,}$")
+_LINE = re.compile(r"^([a-z])=(.*)$", re.S)
+
+_SESSION_ORDER = "vosiuepcbtka"   # RFC 8866 §5 (r= and z= belong to t=)
+_MEDIA_ORDER = "micbka"
+_SESSION_REPEATABLE = frozenset("epbta")
+_MEDIA_REPEATABLE = frozenset("cba")   # several c= for layered multicast (§5.7)
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class SdpError(ParseError):
+    """The body is not a well-formed session description (RFC 8866 §5, §9).
+
+    A malformed offer in an INVITE is a malformed request, hence 400 and not
+    488: 488 says "I understood it and cannot accept it".
+    """
+
+    status = 400
+    reason = "Bad Request"
+
+
+class SdpTooLarge(SdpError):
+    """Over ``SdpLimits`` (RFC 3261 §21.5.8)."""
+
+    status = 513
+    reason = "Message Too Large"
+
+
+class SdpNotAcceptable(SipError):
+    """A well-formed offer with nothing acceptable in it (RFC 3261 §21.4.26, RFC 3264 §6)."""
+
+    status = 488
+    reason = "Not Acceptable Here"
+
+
+@dataclass(frozen=True, slots=True)
+class SdpLimits:
+    """Bounds on one body (DESIGN.md rule 6). WebRTC-style bodies with ICE reach ~10 kB."""
+
+    max_size: int = 65535
+    max_lines: int = 2048
+    max_media: int = 64
+
+
+DEFAULT_SDP_LIMITS = SdpLimits()
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+class Direction(StrEnum):
+    """Stream direction attributes (RFC 8866 §6.7, RFC 3264 §5.1)."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def of(cls, sends: bool, receives: bool) -> Direction:
+        if sends and receives:
+            return cls.SENDRECV
+        if sends:
+            return cls.SENDONLY
+        if receives:
+            return cls.RECVONLY
+        return cls.INACTIVE
+
+
+_DIRECTIONS = frozenset(d.value for d in Direction)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """``o=`` (RFC 8866 §5.2). ``sess_id`` stays a string: it is an identifier."""
+
+    username: str
+    sess_id: str
+    sess_version: int
+    nettype: str
+    addrtype: str
+    address: str
+
+    def encode(self) -> str:
+        return (f"{self.username} {self.sess_id} {self.sess_version} "
+                f"{self.nettype} {self.addrtype} {self.address}")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """``c=`` (RFC 8866 §5.7): ``address[/ttl][/count]``; TTL exists for IP4 only."""
+
+    nettype: str
+    addrtype: str
+    address: str
+    ttl: int | None = None
+    count: int | None = None
+
+    @classmethod
+    def for_address(cls, address: str) -> Connection:
+        """``IN IP4`` or ``IN IP6`` according to the address's family."""
+        return cls("IN", addrtype_of(address), address)
+
+    def encode(self) -> str:
+        addr = self.address
+        if self.ttl is not None:
+            addr += f"/{self.ttl}"
+        if self.count is not None:
+            addr += f"/{self.count}"
+        return f"{self.nettype} {self.addrtype} {addr}"
+
+    @property
+    def is_unspecified(self) -> bool:
+        """0.0.0.0, the RFC 2543 hold address (RFC 3264 §8.4), or its IPv6 analogue ``::``."""
+        if self.nettype != "IN":
+            return False
+        try:
+            return ipaddress.ip_address(self.address).is_unspecified
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Bandwidth:
+    """``b=<bwtype>:<bandwidth>`` (RFC 8866 §5.8), e.g. AS (kbit/s), TIAS (bit/s, RFC 3890)."""
+
+    bwtype: str
+    bandwidth: int
+
+    def encode(self) -> str:
+        return f"{self.bwtype}:{self.bandwidth}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeDescription:
+    """``t=`` with its ``r=`` lines and ``z=`` line (RFC 8866 §5.9-5.11), r= and z= raw."""
+
+    start: int = 0
+    stop: int = 0
+    repeats: tuple[str, ...] = ()
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RtpMap:
+    """``a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`` (RFC 8866 §6.6)."""
+
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
+
+    def encode(self) -> str:
+        text = f"{self.payload_type} {self.encoding}/{self.clock_rate}"
+        if self.channels is not None:
+            text += f"/{self.channels}"
+        return text
+
+    def matches(self, name: str, clock_rate: int, channels: int = 1) -> bool:
+        """Encoding names are case-insensitive (RFC 4855 §3); channels default to 1."""
+        return (self.encoding.lower() == name.lower() and self.clock_rate == clock_rate
+                and (self.channels or 1) == channels)
+
+
+@dataclass(frozen=True, slots=True)
+class Rtcp:
+    """``a=rtcp:<port> [<nettype> <addrtype> <address>]`` (RFC 3605 §2.1)."""
+
+    port: int
+    nettype: str | None = None
+    addrtype: str | None = None
+    address: str | None = None
+
+
+# RFC 3551 §6 tables 4 and 5: static payload types. Channels None where the
+# table leaves them unspecified (MPA) and for video.
+STATIC_PAYLOAD_TYPES: dict[int, RtpMap] = {
+    pt: RtpMap(pt, name, rate, channels) for pt, name, rate, channels in (
+        (0, "PCMU", 8000, 1), (3, "GSM", 8000, 1), (4, "G723", 8000, 1),
+        (5, "DVI4", 8000, 1), (6, "DVI4", 16000, 1), (7, "LPC", 8000, 1),
+        (8, "PCMA", 8000, 1), (9, "G722", 8000, 1), (10, "L16", 44100, 2),
+        (11, "L16", 44100, 1), (12, "QCELP", 8000, 1), (13, "CN", 8000, 1),
+        (14, "MPA", 90000, None), (15, "G728", 8000, 1), (16, "DVI4", 11025, 1),
+        (17, "DVI4", 22050, 1), (18, "G729", 8000, 1),
+        (25, "CelB", 90000, None), (26, "JPEG", 90000, None), (28, "nv", 90000, None),
+        (31, "H261", 90000, None), (32, "MPV", 90000, None), (33, "MP2T", 90000, None),
+        (34, "H263", 90000, None),
+    )
+}
+
+TELEPHONE_EVENT = "telephone-event"
+# Encodings that ride along with a codec but are not one (RFC 4733, RFC 3389).
+AUXILIARY_ENCODINGS = frozenset({"telephone-event", "cn"})
+ICE_ATTRIBUTES = frozenset({"candidate", "remote-candidates", "ice-ufrag", "ice-pwd",
+                            "ice-options", "ice-lite", "ice-mismatch", "ice-pacing",
+                            "end-of-candidates"})  # RFC 8839 §5
+
+
+def _first(attributes: Iterable[Attribute], name: str) -> str | None:
+    lname = name.lower()
+    for key, value in attributes:
+        if key.lower() == lname:
+            return value if value is not None else ""
+    return None
+
+
+def _direction_in(attributes: Iterable[Attribute]) -> Direction | None:
+    found = None
+    for key, value in attributes:
+        if value is None and key in _DIRECTIONS:
+            found = Direction(key)
+    return found
+
+
+def _without_direction(attributes: Iterable[Attribute]) -> tuple[Attribute, ...]:
+    return tuple(a for a in attributes if not (a[1] is None and a[0] in _DIRECTIONS))
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDescription:
+    """One ``m=`` section (RFC 8866 §5.14) with its i=, c=, b=, k=, a= lines."""
+
+    media: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    port_count: int | None = None
+    title: str | None = None
+    connections: tuple[Connection, ...] = ()
+    bandwidths: tuple[Bandwidth, ...] = ()
+    key: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+
+    # -- attributes ---------------------------------------------------------
+
+    def attribute(self, name: str) -> str | None:
+        """First value of ``a=name``: "" for a property attribute, None if absent."""
+        return _first(self.attributes, name)
+
+    def attribute_values(self, name: str) -> tuple[str | None, ...]:
+        lname = name.lower()
+        return tuple(v for k, v in self.attributes if k.lower() == lname)
+
+    def with_attributes(self, attributes: Iterable[Attribute]) -> MediaDescription:
+        return replace(self, attributes=tuple(attributes))
+
+    def without_attributes(self, names: Collection[str]) -> MediaDescription:
+        lnames = {n.lower() for n in names}
+        return replace(self, attributes=tuple(a for a in self.attributes
+                                              if a[0].lower() not in lnames))
+
+    @property
+    def connection(self) -> Connection | None:
+        """The first media-level c= (several only for layered multicast, RFC 8866 §5.7)."""
+        return self.connections[0] if self.connections else None
+
+    @property
+    def is_rejected(self) -> bool:
+        """Port 0: a rejected or disabled stream (RFC 3264 §6, §8.2)."""
+        return self.port == 0
+
+    @property
+    def is_rtp(self) -> bool:
+        return "RTP" in self.proto.upper().split("/")
+
+    # -- RTP payload types --------------------------------------------------
+
+    def rtpmap(self, payload_type: int) -> RtpMap | None:
+        """The a=rtpmap of ``payload_type``, else its RFC 3551 static mapping."""
+        prefix = f"{payload_type} "
+        for key, value in self.attributes:
+            if key.lower() == "rtpmap" and value is not None and value.startswith(prefix):
+                try:
+                    return parse_rtpmap(value)
+                except SdpError:
+                    return None
+        return STATIC_PAYLOAD_TYPES.get(payload_type) if self.is_rtp else None
+
+    def rtpmaps(self) -> dict[int, RtpMap]:
+        """Mappings of the payload types on the m= line, in m= order (unknown ones omitted)."""
+        out: dict[int, RtpMap] = {}
+        for fmt in self.formats:
+            if _DIGITS.match(fmt):
+                mapping = self.rtpmap(int(fmt))
+                if mapping is not None:
+                    out[int(fmt)] = mapping
+        return out
+
+    def fmtp(self, payload_type: int) -> str | None:
+        """The parameters of ``a=fmtp:<pt> <parameters>`` (RFC 8866 §6.15)."""
+        prefix = f"{payload_type} "
+        for key, value in self.attributes:
+            if key.lower() == "fmtp" and value is not None and value.startswith(prefix):
+                return value[len(prefix):].strip()
+        return None
+
+    def telephone_event_pt(self, clock_rate: int | None = None) -> int | None:
+        """The payload type of RFC 4733 events (§7.1.1), at ``clock_rate`` if given."""
+        for pt, mapping in self.rtpmaps().items():
+            if mapping.encoding.lower() == TELEPHONE_EVENT and (
+                    clock_rate is None or mapping.clock_rate == clock_rate):
+                return pt
+        return None
+
+    def telephone_events(self, payload_type: int) -> frozenset[int]:
+        """Events offered on ``payload_type``; 0-15 when no fmtp is given (RFC 4733 §7.1.1)."""
+        params = self.fmtp(payload_type)
+        return parse_event_list(params) if params else frozenset(range(16))
+
+    # -- other attributes -----------------------------------------------------
+
+    @property
+    def ptime(self) -> int | None:
+        """``a=ptime`` in ms (RFC 8866 §6.4); a fractional value is rounded."""
+        return _milliseconds(self.attribute("ptime"))
+
+    @property
+    def maxptime(self) -> int | None:
+        """``a=maxptime`` in ms (RFC 8866 §6.5)."""
+        return _milliseconds(self.attribute("maxptime"))
+
+    @property
+    def rtcp(self) -> Rtcp | None:
+        """``a=rtcp`` (RFC 3605); None if absent or malformed (RTP port + 1 applies)."""
+        value = self.attribute("rtcp")
+        if not value:
+            return None
+        parts = value.split()
+        if not _DIGITS.match(parts[0]) or int(parts[0]) > 65535:
+            return None
+        if len(parts) == 4:
+            return Rtcp(int(parts[0]), parts[1], parts[2], parts[3])
+        return Rtcp(int(parts[0])) if len(parts) == 1 else None
+
+    @property
+    def direction_attribute(self) -> Direction | None:
+        """The media-level direction attribute, if any (the last one wins)."""
+        return _direction_in(self.attributes)
+
+    def with_direction(self, direction: Direction) -> MediaDescription:
+        """Replace any direction attribute with ``direction`` (kept where the first one was)."""
+        attrs = list(self.attributes)
+        for i, (key, value) in enumerate(attrs):
+            if value is None and key in _DIRECTIONS:
+                rest = _without_direction(attrs[i + 1:])
+                return replace(self, attributes=(*attrs[:i], (direction.value, None), *rest))
+        return replace(self, attributes=(*attrs, (direction.value, None)))
+
+    def encode_lines(self) -> list[str]:
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        lines = [f"m={' '.join((self.media, port, self.proto, *self.formats))}"]
+        if self.title is not None:
+            lines.append(f"i={self.title}")
+        lines.extend(f"c={c.encode()}" for c in self.connections)
+        lines.extend(f"b={b.encode()}" for b in self.bandwidths)
+        if self.key is not None:
+            lines.append(f"k={self.key}")
+        lines.extend(_encode_attribute(a) for a in self.attributes)
+        return lines
+
+
+def _milliseconds(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return round(number) if 0 < number < 1e6 else None
+
+
+def _encode_attribute(attribute: Attribute) -> str:
+    name, value = attribute
+    return f"a={name}" if value is None else f"a={name}:{value}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDescription:
+    """A whole SDP body (RFC 8866 §5)."""
+
+    origin: Origin
+    session_name: str = "-"
+    version: int = 0
+    information: str | None = None
+    uri: str | None = None
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+    connection: Connection | None = None
+    bandwidths: tuple[Bandwidth, ...] = ()
+    times: tuple[TimeDescription, ...] = (TimeDescription(),)
+    key: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+    media: tuple[MediaDescription, ...] = ()
+
+    def attribute(self, name: str) -> str | None:
+        """First value of session-level ``a=name``: "" for a property attribute."""
+        return _first(self.attributes, name)
+
+    @property
+    def direction_attribute(self) -> Direction | None:
+        """The session-level direction, the default for every stream (RFC 8866 §6.7)."""
+        return _direction_in(self.attributes)
+
+    def media_direction(self, index: int) -> Direction:
+        """Effective direction of stream ``index``: media level, else session, else sendrecv."""
+        return (self.media[index].direction_attribute or self.direction_attribute
+                or Direction.SENDRECV)
+
+    def media_connection(self, index: int) -> Connection | None:
+        """The c= that applies to stream ``index`` (media level overrides session level)."""
+        return self.media[index].connection or self.connection
+
+    def is_stream_held(self, index: int) -> bool:
+        """RFC 3264 §8.4: sendonly/inactive, or the RFC 2543 ``c=0.0.0.0`` form."""
+        if self.media[index].is_rejected:
+            return False
+        if self.media_direction(index) in (Direction.SENDONLY, Direction.INACTIVE):
+            return True
+        conn = self.media_connection(index)
+        return conn is not None and conn.is_unspecified
+
+    def is_hold(self) -> bool:
+        """True when there is an active stream and every active stream is held."""
+        active = [i for i, m in enumerate(self.media) if not m.is_rejected]
+        return bool(active) and all(self.is_stream_held(i) for i in active)
+
+    def with_media(self, index: int, media: MediaDescription) -> SessionDescription:
+        streams = list(self.media)
+        streams[index] = media
+        return replace(self, media=tuple(streams))
+
+    def encode_lines(self) -> list[str]:
+        lines = [f"v={self.version}", f"o={self.origin.encode()}", f"s={self.session_name}"]
+        if self.information is not None:
+            lines.append(f"i={self.information}")
+        if self.uri is not None:
+            lines.append(f"u={self.uri}")
+        lines.extend(f"e={e}" for e in self.emails)
+        lines.extend(f"p={p}" for p in self.phones)
+        if self.connection is not None:
+            lines.append(f"c={self.connection.encode()}")
+        lines.extend(f"b={b.encode()}" for b in self.bandwidths)
+        for t in self.times:
+            lines.append(f"t={t.start} {t.stop}")
+            lines.extend(f"r={r}" for r in t.repeats)
+            if t.zone is not None:
+                lines.append(f"z={t.zone}")
+        if self.key is not None:
+            lines.append(f"k={self.key}")
+        lines.extend(_encode_attribute(a) for a in self.attributes)
+        for m in self.media:
+            lines.extend(m.encode_lines())
+        return lines
+
+    def to_text(self) -> str:
+        """CRLF after every line, the last one included (RFC 8866 §5)."""
+        return "".join(line + "\r\n" for line in self.encode_lines())
+
+    def encode(self) -> bytes:
+        return self.to_text().encode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------
+
+class _Line:
+    __slots__ = ("number", "text", "kind", "value")
+
+    def __init__(self, number: int, text: str, kind: str, value: str) -> None:
+        self.number = number
+        self.text = text
+        self.kind = kind
+        self.value = value
+
+    def error(self, why: str) -> SdpError:
+        shown = self.text if len(self.text) <= 80 else self.text[:77] + "..."
+        return SdpError(f"SDP line {self.number} {shown!r}: {why}")
+
+
+def _split_lines(text: str, limits: SdpLimits) -> list[_Line]:
+    raw = text.split("\n")
+    # The body ends with a line end; empty lines after it are harmless padding.
+    while raw and raw[-1].strip("\r \t") == "":
+        raw.pop()
+    if len(raw) > limits.max_lines:
+        raise SdpTooLarge(f"SDP has {len(raw)} lines, more than {limits.max_lines}")
+    lines = []
+    for number, chunk in enumerate(raw, start=1):
+        # CRLF per RFC 8866 §5; a bare LF is tolerated (§5: "SHOULD accept").
+        stripped = chunk.rstrip("\r \t")
+        match = _LINE.match(stripped)
+        if match is None:
+            shown = stripped if len(stripped) <= 80 else stripped[:77] + "..."
+            raise SdpError(f"SDP line {number} {shown!r}: not a <type>=<value> line")
+        kind, value = match.group(1), match.group(2)
+        if value == "":
+            # "s= " is the RFC 8866 §5.3 spelling of "no name": keep it.
+            value = chunk.rstrip("\r")[2:]
+        line = _Line(number, stripped, kind, value)
+        if any(ch in value for ch in "\r\x00"):
+            raise line.error("CR or NUL inside a value")
+        lines.append(line)
+    return lines
+
+
+def _uint(line: _Line, text: str, what: str, maximum: int | None = None) -> int:
+    if not _DIGITS.match(text):
+        raise line.error(f"{what} {text!r} is not a number")
+    number = int(text)
+    if maximum is not None and number > maximum:
+        raise line.error(f"{what} {number} is out of range")
+    return number
+
+
+def _token(line: _Line, text: str, what: str) -> str:
+    if not _TOKEN.match(text):
+        raise line.error(f"{what} {text!r} is not a token")
+    return text
+
+
+def _parse_origin(line: _Line) -> Origin:
+    parts = line.value.split(" ")
+    if len(parts) != 6 or not all(parts):
+        raise line.error("o= needs <username> <sess-id> <sess-version> <nettype> "
+                         "<addrtype> <address>")
+    username, sess_id, version, nettype, addrtype, address = parts
+    if not _NON_WS.match(username) or not _NON_WS.match(address):
+        raise line.error("o= field is not a non-whitespace string")
+    if not _DIGITS.match(sess_id):
+        raise line.error(f"sess-id {sess_id!r} is not a number")
+    return Origin(username, sess_id, _uint(line, version, "sess-version"),
+                  _token(line, nettype, "nettype"), _token(line, addrtype, "addrtype"), address)
+
+
+def _valid_ip4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_ip6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_connection(line: _Line) -> Connection:
+    parts = line.value.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise line.error("c= needs <nettype> <addrtype> <connection-address>")
+    nettype, addrtype, spec = parts
+    _token(line, nettype, "nettype")
+    _token(line, addrtype, "addrtype")
+    if nettype != "IN" or addrtype not in ("IP4", "IP6"):
+        # Other networks (RFC 8866 §5.7: "other values MAY be registered"): opaque.
+        if not _NON_WS.match(spec):
+            raise line.error("connection address is not a non-whitespace string")
+        return Connection(nettype, addrtype, spec)
+    pieces = spec.split("/")
+    address = pieces[0]
+    if addrtype == "IP4":
+        if not (_valid_ip4(address) or _FQDN.match(address)):
+            raise line.error(f"{address!r} is not an IP4 address or host name")
+        if len(pieces) > 3:
+            raise line.error("IP4 connection address takes at most /<ttl>/<count>")
+        ttl = _uint(line, pieces[1], "TTL", 255) if len(pieces) > 1 else None
+        count = _uint(line, pieces[2], "address count") if len(pieces) > 2 else None
+    else:
+        if not (_valid_ip6(address) or _FQDN.match(address)):
+            raise line.error(f"{address!r} is not an IP6 address or host name")
+        # RFC 8866 §5.7: IP6 multicast has no TTL, only /<number of addresses>.
+        if len(pieces) > 2:
+            raise line.error("IP6 connection address takes at most /<count>")
+        ttl = None
+        count = _uint(line, pieces[1], "address count") if len(pieces) > 1 else None
+    if count == 0:
+        raise line.error("address count must be at least 1")
+    return Connection(nettype, addrtype, address, ttl, count)
+
+
+def _parse_bandwidth(line: _Line) -> Bandwidth:
+    bwtype, sep, amount = line.value.partition(":")
+    if not sep:
+        raise line.error("b= needs <bwtype>:<bandwidth>")
+    return Bandwidth(_token(line, bwtype, "bwtype"), _uint(line, amount, "bandwidth"))
+
+
+def _parse_time(line: _Line) -> TimeDescription:
+    parts = line.value.split(" ")
+    if len(parts) != 2:
+        raise line.error("t= needs <start-time> <stop-time>")
+    return TimeDescription(_uint(line, parts[0], "start time"), _uint(line, parts[1], "stop time"))
+
+
+def _parse_attribute(line: _Line) -> Attribute:
+    name, sep, value = line.value.partition(":")
+    _token(line, name, "attribute name")
+    return (name, value if sep else None)
+
+
+def _parse_media(line: _Line) -> MediaDescription:
+    parts = line.value.split(" ")
+    if len(parts) < 3 or not all(parts):
+        raise line.error("m= needs <media> <port> <proto> <fmt> ...")
+    media, port_spec, proto, *formats = parts
+    _token(line, media, "media type")
+    port_text, slash, count_text = port_spec.partition("/")
+    port = _uint(line, port_text, "port", 65535)
+    port_count = _uint(line, count_text, "port count") if slash else None
+    if port_count == 0:
+        raise line.error("port count must be at least 1")
+    if not _PROTO.match(proto):
+        raise line.error(f"proto {proto!r} is not <token>[/<token>]...")
+    if not formats and port != 0:
+        # Grammar requires one fmt; a *rejected* stream without one is common
+        # enough in the field that refusing the whole body over it helps nobody.
+        raise line.error("m= has no format")
+    for fmt in formats:
+        _token(line, fmt, "format")
+        if "RTP" in proto.upper().split("/"):
+            _uint(line, fmt, "RTP payload type", 127)   # RFC 3551 §3
+    return MediaDescription(media, port, proto, tuple(formats), port_count)
+
+
+def parse_sdp(body: bytes | str, limits: SdpLimits = DEFAULT_SDP_LIMITS) -> SessionDescription:
+    """Parse one SDP body (RFC 8866 §5); raises ``SdpError`` naming the offending line."""
+    if len(body) > limits.max_size:
+        raise SdpTooLarge(f"SDP of {len(body)} bytes exceeds {limits.max_size}")
+    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
+    lines = _split_lines(text, limits)
+    if not lines:
+        raise SdpError("empty SDP body")
+    first = lines[0]
+    if first.kind != "v":
+        raise first.error("an SDP body must start with v=")
+    if first.value != "0":
+        raise first.error("only SDP version 0 is defined (RFC 8866 §5.1)")
+
+    origin: Origin | None = None
+    connection: Connection | None = None
+    texts: dict[str, str] = {}      # s=, i=, u=, k=: single, raw
+    emails: list[str] = []
+    phones: list[str] = []
+    bandwidths: list[Bandwidth] = []
+    times: list[TimeDescription] = []
+    attributes: list[Attribute] = []
+    media: list[MediaDescription] = []
+    rank = 0           # position reached in _SESSION_ORDER
+    after_zone = False  # within a time description, z= closes it (RFC 8866 §9)
+
+    index = 1
+    while index < len(lines):
+        line = lines[index]
+        kind = line.kind
+        if kind == "m":
+            break
+        if kind in ("r", "z"):
+            if rank != _SESSION_ORDER.index("t") or after_zone:
+                raise line.error(f"{kind}= must follow a t= or r= line")
+            last = times[-1]
+            if not line.value.strip():
+                raise line.error(f"{kind}= is empty")
+            if kind == "r":
+                times[-1] = replace(last, repeats=(*last.repeats, line.value))
+            else:
+                times[-1] = replace(last, zone=line.value)
+                after_zone = True
+            index += 1
+            continue
+        position = _SESSION_ORDER.find(kind)
+        if position < 0:
+            # RFC 8866 §5: a type letter not understood makes the body unusable.
+            raise line.error(f"unknown or misplaced type {kind!r}")
+        if position < rank or (position == rank and kind not in _SESSION_REPEATABLE):
+            raise line.error(f"{kind}= is out of order or repeated (RFC 8866 §5)")
+        rank = position
+        if kind == "o":
+            origin = _parse_origin(line)
+        elif kind in ("s", "i", "u", "k"):
+            texts[kind] = line.value
+        elif kind == "e":
+            emails.append(line.value)
+        elif kind == "p":
+            phones.append(line.value)
+        elif kind == "c":
+            connection = _parse_connection(line)
+        elif kind == "b":
+            bandwidths.append(_parse_bandwidth(line))
+        elif kind == "t":
+            times.append(_parse_time(line))
+            after_zone = False
+        elif kind == "a":
+            attributes.append(_parse_attribute(line))
+        if origin is None:
+            raise line.error("o= must follow v=")
+        if kind != "o" and "s" not in texts:
+            raise line.error("s= must follow o=")
+        index += 1
+
+    end_line = lines[index] if index < len(lines) else lines[-1]
+    if origin is None:
+        raise end_line.error("missing o= line")
+    if "s" not in texts:
+        raise end_line.error("missing s= line")
+    if not times:
+        raise end_line.error("missing t= line")
+
+    while index < len(lines):
+        line = lines[index]
+        if len(media) >= limits.max_media:
+            raise SdpTooLarge(f"SDP has more than {limits.max_media} media descriptions")
+        current = _parse_media(line)
+        connections: list[Connection] = []
+        media_bandwidths: list[Bandwidth] = []
+        media_attributes: list[Attribute] = []
+        title: str | None = None
+        key: str | None = None
+        rank = 0
+        index += 1
+        while index < len(lines) and lines[index].kind != "m":
+            line = lines[index]
+            kind = line.kind
+            position = _MEDIA_ORDER.find(kind)
+            if position < 0:
+                raise line.error(f"unknown or misplaced type {kind!r} in a media description")
+            if position < rank or (position == rank and kind not in _MEDIA_REPEATABLE):
+                raise line.error(f"{kind}= is out of order or repeated (RFC 8866 §5)")
+            rank = position
+            if kind == "i":
+                title = line.value
+            elif kind == "c":
+                connections.append(_parse_connection(line))
+            elif kind == "b":
+                media_bandwidths.append(_parse_bandwidth(line))
+            elif kind == "k":
+                key = line.value
+            else:
+                media_attributes.append(_parse_attribute(line))
+            index += 1
+        media.append(replace(current, title=title, connections=tuple(connections),
+                             bandwidths=tuple(media_bandwidths), key=key,
+                             attributes=tuple(media_attributes)))
+
+    if connection is None and any(not m.connections for m in media):
+        # RFC 8866 §5.7: c= at session level or in every media description.
+        raise end_line.error("no c= line at session level or in every media description")
+    return SessionDescription(
+        origin=origin, session_name=texts["s"], version=0,
+        information=texts.get("i"), uri=texts.get("u"),
+        emails=tuple(emails), phones=tuple(phones), connection=connection,
+        bandwidths=tuple(bandwidths), times=tuple(times), key=texts.get("k"),
+        attributes=tuple(attributes), media=tuple(media))
+
+
+def parse_rtpmap(value: str) -> RtpMap:
+    """``<pt> <encoding>/<clock rate>[/<channels>]`` (RFC 8866 §6.6)."""
+    pt_text, _, spec = value.strip().partition(" ")
+    pieces = spec.strip().split("/")
+    if (not _DIGITS.match(pt_text) or int(pt_text) > 127 or len(pieces) not in (2, 3)
+            or not pieces[0] or not _DIGITS.match(pieces[1])
+            or (len(pieces) == 3 and not _DIGITS.match(pieces[2]))):
+        raise SdpError(f"malformed rtpmap {value!r}")
+    channels = int(pieces[2]) if len(pieces) == 3 else None
+    return RtpMap(int(pt_text), pieces[0], int(pieces[1]), channels)
+
+
+def parse_event_list(text: str) -> frozenset[int]:
+    """RFC 4733 §7.1.1 event list, e.g. ``0-15,66,70``; malformed items are skipped."""
+    events: set[int] = set()
+    for item in text.replace(" ", "").split(","):
+        low, dash, high = item.partition("-")
+        if not _DIGITS.match(low) or (dash and not _DIGITS.match(high)):
+            continue
+        first, last = int(low), int(high) if dash else int(low)
+        if first <= last <= 255:
+            events.update(range(first, last + 1))
+    return frozenset(events)
+
+
+def addrtype_of(address: str) -> str:
+    """``IP6`` for an IPv6 literal, else ``IP4`` (RFC 8866 §5.7)."""
+    return "IP6" if _valid_ip6(address) else "IP4"
+
+
+# ---------------------------------------------------------------------------
+# Offer/answer (RFC 3264)
+# ---------------------------------------------------------------------------
+
+def answer_direction(offered: Direction, local: Direction = Direction.SENDRECV) -> Direction:
+    """RFC 3264 §6.1: the answerer sends only if the offerer receives, and vice versa.
+
+    ``local`` is what the answerer wants (e.g. SENDONLY while it holds the call).
+    """
+    return Direction.of(offered.receives and local.sends, offered.sends and local.receives)
+
+
+def hold_direction(current: Direction) -> Direction:
+    """RFC 3264 §8.4: sendrecv → sendonly, recvonly → inactive (others unchanged)."""
+    return Direction.of(current.sends, False)
+
+
+def resume_direction(current: Direction) -> Direction:
+    """Undo ``hold_direction``: sendonly → sendrecv, inactive → recvonly."""
+    return Direction.of(current.sends, True)
+
+
+def set_direction(sdp: SessionDescription, direction: Direction,
+                  index: int | None = None) -> SessionDescription:
+    """Set the direction of stream ``index`` (every stream if None) at media level.
+
+    A session-level direction is pushed down to the other streams first, so
+    that changing one stream does not change another's effective direction.
+    """
+    session_dir = sdp.direction_attribute
+    streams = []
+    for i, m in enumerate(sdp.media):
+        if index is None or i == index:
+            streams.append(m.with_direction(direction))
+        elif session_dir is not None and m.direction_attribute is None:
+            streams.append(m.with_direction(session_dir))
+        else:
+            streams.append(m)
+    return replace(sdp, attributes=_without_direction(sdp.attributes), media=tuple(streams))
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A codec the answerer supports; ``fmtp`` replaces the offer's parameters if set."""
+
+    name: str
+    clock_rate: int
+    channels: int = 1
+    fmtp: str | None = None
+
+
+PCMU = Codec("PCMU", 8000)
+PCMA = Codec("PCMA", 8000)
+G722 = Codec("G722", 8000)   # RFC 3551 §4.5.2: 8000 in SDP, 16 kHz sampling
+G729 = Codec("G729", 8000)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedFormat:
+    """One offered format kept in the answer, with the a=rtpmap and a=fmtp it gets."""
+
+    fmt: str
+    rtpmap: RtpMap
+    fmtp: str | None = None
+
+
+def select_formats(offer: MediaDescription, supported: Sequence[Codec], *,
+                   telephone_event: bool = True) -> tuple[SelectedFormat, ...]:
+    """The offered formats the answer keeps, in the offerer's order.
+
+    RFC 3264 §6.1: answer formats are a subset of the offer's with the same
+    payload type numbers.  telephone-event (RFC 4733 §7.1.1) is kept at the
+    clock rates of the kept codecs.  Returns () when no real codec is common:
+    telephone-event or comfort noise alone carry no audio.
+    """
+    kept: list[SelectedFormat] = []
+    events: list[SelectedFormat] = []
+    seen: set[str] = set()
+    for fmt in offer.formats:
+        if not _DIGITS.match(fmt) or fmt in seen:
+            continue
+        seen.add(fmt)
+        pt = int(fmt)
+        mapping = offer.rtpmap(pt)
+        if mapping is None:
+            continue
+        if telephone_event and mapping.encoding.lower() == TELEPHONE_EVENT:
+            events.append(SelectedFormat(fmt, mapping, offer.fmtp(pt)))
+            continue
+        for codec in supported:
+            if mapping.matches(codec.name, codec.clock_rate, codec.channels):
+                params = codec.fmtp if codec.fmtp is not None else offer.fmtp(pt)
+                kept.append(SelectedFormat(fmt, mapping, params))
+                break
+    rates = {f.rtpmap.clock_rate for f in kept
+             if f.rtpmap.encoding.lower() not in AUXILIARY_ENCODINGS}
+    if not rates:
+        return ()
+    kept.extend(f for f in events if f.rtpmap.clock_rate in rates)
+    position = {fmt: i for i, fmt in reversed(list(enumerate(offer.formats)))}
+    return tuple(sorted(kept, key=lambda f: position[f.fmt]))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """What the answer did with one offered stream."""
+
+    index: int
+    media: str
+    accepted: bool
+    formats: tuple[str, ...] = ()
+    direction: Direction | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An RFC 3264 §6 answer with at least one accepted stream."""
+
+    sdp: SessionDescription
+    streams: tuple[StreamResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NoCommonMedia:
+    """No offered stream is acceptable: the caller answers 488 (RFC 3264 §6)."""
+
+    streams: tuple[StreamResult, ...]
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(f"m-line {s.index} ({s.media}): {s.reason}" for s in self.streams) \
+            or "offer has no media"
+
+    def to_error(self) -> SdpNotAcceptable:
+        return SdpNotAcceptable(self.detail)
+
+
+def negotiate(offer: SessionDescription, supported: Sequence[Codec], *, origin: Origin,
+              address: str, ports: Sequence[int], local_direction: Direction = Direction.SENDRECV,
+              media_types: Collection[str] = ("audio",), protos: Collection[str] = ("RTP/AVP",),
+              telephone_event: bool = True, ptime: int | None = None,
+              session_name: str = "-") -> Answer | NoCommonMedia:
+    """Answer ``offer`` (RFC 3264 §6) for media anchored at ``address``.
+
+    ``ports[i]`` is the local RTP port for offered stream ``i`` (unused for a
+    rejected one).  Every offered m-line gets an m-line in the answer, in the
+    same order; a rejected one has port 0 and echoes the offered formats
+    (RFC 3264 §6).  The answer keeps the offer's t= line (§6).
+    """
+    if len(ports) < len(offer.media):
+        raise ValueError(f"{len(offer.media)} offered streams but {len(ports)} ports")
+    wanted_types = {t.lower() for t in media_types}
+    wanted_protos = {p.upper() for p in protos}
+    streams: list[MediaDescription] = []
+    results: list[StreamResult] = []
+    for i, m in enumerate(offer.media):
+        reason = None
+        chosen: tuple[SelectedFormat, ...] = ()
+        if m.is_rejected:
+            reason = "rejected in the offer"
+        elif m.media.lower() not in wanted_types:
+            reason = f"media type {m.media} not supported"
+        elif m.proto.upper() not in wanted_protos:
+            reason = f"transport {m.proto} not supported"
+        else:
+            chosen = select_formats(m, supported, telephone_event=telephone_event)
+            if not chosen:
+                offered = ", ".join(f"{r.encoding}/{r.clock_rate}" for r in m.rtpmaps().values())
+                reason = f"no common codec (offered {offered or 'none'})"
+        if reason is not None:
+            # RFC 3264 §6: a rejected stream keeps its place, port zero.
+            streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
+            results.append(StreamResult(i, m.media, False, reason=reason))
+            continue
+        direction = answer_direction(offer.media_direction(i), local_direction)
+        attrs: list[Attribute] = []
+        for selected in chosen:
+            attrs.append(("rtpmap", selected.rtpmap.encode()))
+            if selected.fmtp:
+                attrs.append(("fmtp", f"{selected.fmt} {selected.fmtp}"))
+        if ptime is not None:
+            attrs.append(("ptime", str(ptime)))
+        attrs.append((direction.value, None))
+        formats = tuple(selected.fmt for selected in chosen)
+        streams.append(MediaDescription(m.media, ports[i], m.proto, formats,
+                                        attributes=tuple(attrs)))
+        results.append(StreamResult(i, m.media, True, formats, direction))
+    if not any(r.accepted for r in results):
+        return NoCommonMedia(tuple(results))
+    sdp = SessionDescription(origin=origin, session_name=session_name,
+                             connection=Connection.for_address(address),
+                             times=offer.times, media=tuple(streams))
+    return Answer(sdp, tuple(results))
+
+
+def rewrite_connection(sdp: SessionDescription, address: str, ports: Sequence[int], *,
+                       strip_ice: bool = True) -> SessionDescription:
+    """Anchor media on ``address`` and ``ports[i]`` for stream ``i`` (the B2BUA relay).
+
+    Replaces c= where it is (session and/or media level; adds a session-level
+    one if a stream lacks any), the m= ports (a port-0 stream stays rejected),
+    drops a=rtcp (RFC 3605: the relay's RTCP is on port + 1, the default) and,
+    with ``strip_ice``, the ICE attributes (RFC 8839), which describe the far
+    end's addresses.  A stream on legacy ``c=0.0.0.0`` hold keeps its hold as
+    a direction attribute (RFC 3264 §8.4), since its address is replaced.  The
+    o= line is left alone: stamp the result with the leg's ``OriginState``.
+    """
+    if len(ports) < len(sdp.media):
+        raise ValueError(f"{len(sdp.media)} streams but {len(ports)} ports")
+    conn = Connection.for_address(address)
+    dropped = {"rtcp"} | (ICE_ATTRIBUTES if strip_ice else set())
+    streams = []
+    for i, m in enumerate(sdp.media):
+        held_legacy = (not m.is_rejected and (c := sdp.media_connection(i)) is not None
+                       and c.is_unspecified)
+        new = m.without_attributes(dropped)
+        new = replace(new, port=m.port if m.is_rejected else ports[i], port_count=None,
+                      connections=(conn,) if m.connections else ())
+        if held_legacy:
+            new = new.with_direction(hold_direction(sdp.media_direction(i)))
+        streams.append(new)
+    needs_session = sdp.connection is not None or any(not m.connections for m in streams)
+    attributes = sdp.attributes
+    if strip_ice:
+        attributes = tuple(a for a in attributes if a[0].lower() not in ICE_ATTRIBUTES)
+    return replace(sdp, connection=conn if needs_session else None, attributes=attributes,
+                   media=tuple(streams))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginState:
+    """One leg's o= line across successive offers and answers (RFC 3264 §5, §8).
+
+    The B2BUA is the SDP originator on each leg, so it keeps its own username,
+    sess-id and address there and never forwards the other leg's o= line.  The
+    version goes up by one when the description changes and stays the same
+    when it does not (a session refresh re-INVITE, §8).
+    """
+
+    origin: Origin
+    last: SessionDescription | None = None
+
+    @classmethod
+    def create(cls, *, sess_id: int | str, address: str, username: str = "-",
+               sess_version: int | None = None) -> OriginState:
+        """``sess_id`` is chosen by the caller (RFC 3264 §5 suggests an NTP timestamp)."""
+        version = int(sess_id) if sess_version is None else sess_version
+        return cls(Origin(username, str(sess_id), version, "IN", addrtype_of(address), address))
+
+    def stamp(self, sdp: SessionDescription) -> tuple[OriginState, SessionDescription]:
+        """``sdp`` with this leg's o= line, and the state to use for the next one."""
+        candidate = replace(sdp, origin=self.origin)
+        if self.last is None or candidate == self.last:
+            return replace(self, last=candidate), candidate
+        origin = replace(self.origin, sess_version=self.origin.sess_version + 1)
+        bumped = replace(sdp, origin=origin)
+        return OriginState(origin, bumped), bumped
+
+
+def is_refresh(previous: SessionDescription, current: SessionDescription) -> bool:
+    """True when ``current`` repeats ``previous``'s o= exactly: no change (RFC 3264 §8)."""
+    return previous.origin == current.origin
