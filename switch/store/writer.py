@@ -11,13 +11,21 @@ added then removed is just deleted -- and a single task moves them to the
 store in batches: one transaction per batch, on one worker thread (SQLite
 connections are single-writer anyway).
 
-A batch is taken when ``flush_interval`` (50 ms) has passed since the first
-pending change, or at once when ``max_batch`` changes are pending, or when
-``flush()``/``close()`` ask.  ``flush()`` returns when every change enqueued
-before the call is committed; ``close()`` drains everything and stops the
-worker.  A failed batch is put back (newer changes for the same key win) and
-retried with back-off, so a transient error (disk full, locked file) loses
-nothing; only a crash of the process loses the last ≤ 50 ms.
+A batch (at most ``max_batch`` rows, so no single transaction holds the
+worker -- and the GIL it shares with the loop -- for long) is taken when
+``flush_interval`` (50 ms) has passed since the loop last found work, at once
+when ``max_batch`` changes are pending, or when ``flush()``/``close()`` wait.
+
+Bookkeeping for ``flush()``: every change gets a sequence number; a pending
+entry keeps the number of its *oldest* uncommitted change (and its place in
+the queue) while its value is replaced by the newest.  Batches are taken
+from the front, so after a commit every change numbered below the first
+pending entry is on disk, and ``flush()`` returns when every change enqueued
+before the call is.  ``close()`` drains everything and stops the worker.
+
+A failed batch is put back (newer changes for the same key win) and retried
+with back-off, so a transient error (disk full, locked file) loses nothing;
+only a crash of the process loses the last ≤ 50 ms.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,13 +70,14 @@ class BindingWriter:
     """Coalescing write-behind queue in front of a ``Store`` (one worker thread)."""
 
     def __init__(self, store: Store, *, flush_interval: float = 0.05,
-                 max_batch: int = 2000) -> None:
+                 max_batch: int = 1000) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self.stats = WriterStats()
-        # (aor, key) -> the binding to save, or None to delete.
-        self._pending: dict[BindingKey, Binding | None] = {}
+        # (aor, key) -> (seq of the oldest uncommitted change, binding to save or None
+        # to delete); insertion order = seq order.
+        self._pending: dict[BindingKey, tuple[int, Binding | None]] = {}
         self._seq = 0           # changes enqueued so far
         self._done = 0          # every change up to this one is committed
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -148,11 +158,12 @@ class BindingWriter:
     def _enqueue(self, key: BindingKey, value: Binding | None) -> None:
         if self._closed:
             raise StoreError("binding writer is closed")
-        pending = self._pending
-        pending.pop(key, None)      # re-insert: keeps dict order = last-change order
-        pending[key] = value
         self._seq += 1
         self.stats.enqueued += 1
+        pending = self._pending
+        queued = pending.get(key)
+        # Last write wins, but the entry keeps its place and oldest sequence number.
+        pending[key] = (queued[0] if queued is not None else self._seq, value)
         self._has_work.set()
         if len(pending) >= self.max_batch:
             self._urgent.set()
@@ -179,15 +190,13 @@ class BindingWriter:
             if not self._pending:
                 self._has_work.clear()
                 continue
-            if not self._urgent.is_set() and not self._closing:
+            if not (self._urgent.is_set() or self._closing or self._waiters):
                 # Give a burst time to coalesce (or to fill a batch).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
-            batch = self._pending
-            self._pending = {}
-            upto = self._seq
-            self._urgent.clear()
-            self._has_work.clear()
+            batch = self._take_batch()
+            if len(self._pending) < self.max_batch:
+                self._urgent.clear()
             self._inflight = len(batch)
             try:
                 await self._run_in_worker(functools.partial(self._write, batch))
@@ -195,11 +204,8 @@ class BindingWriter:
                 self.stats.failures += 1
                 _log.error("store.write_failed", error=str(exc), error_type=type(exc).__name__,
                            pending=len(batch), retry_in=retry)
-                # Put the batch back under anything newer, then retry after a pause.
-                batch.update(self._pending)
-                self._pending = batch
+                self._put_back(batch)
                 self._inflight = 0
-                self._has_work.set()
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, _RETRY_MAX)
                 continue
@@ -207,8 +213,31 @@ class BindingWriter:
             retry = _RETRY_MIN
             self.stats.batches += 1
             self.stats.written += len(batch)
-            self._done = upto   # everything enqueued before the batch was taken
+            if self._pending:
+                self._done = next(iter(self._pending.values()))[0] - 1
+            else:
+                self._done = self._seq
+                self._has_work.clear()
             self._wake_waiters()
+
+    def _take_batch(self) -> dict[BindingKey, tuple[int, Binding | None]]:
+        pending = self._pending
+        if len(pending) <= self.max_batch:
+            self._pending = {}
+            return pending
+        keys = list(itertools.islice(pending, self.max_batch))
+        return {key: pending.pop(key) for key in keys}
+
+    def _put_back(self, batch: dict[BindingKey, tuple[int, Binding | None]]) -> None:
+        """Requeue a failed batch in front: older numbers, newer values win."""
+        newer = self._pending
+        merged: dict[BindingKey, tuple[int, Binding | None]] = {}
+        for key, (seq, value) in batch.items():
+            later = newer.pop(key, None)
+            merged[key] = (seq, later[1] if later is not None else value)
+        merged.update(newer)
+        self._pending = merged
+        self._has_work.set()
 
     def _wake_waiters(self) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
@@ -220,10 +249,10 @@ class BindingWriter:
                 still.append((target, future))
         self._waiters = still
 
-    def _write(self, batch: dict[BindingKey, Binding | None]) -> None:
+    def _write(self, batch: dict[BindingKey, tuple[int, Binding | None]]) -> None:
         """On the worker thread: one transaction for the whole batch."""
-        saves = [b for b in batch.values() if b is not None]
-        deletes = [k for k, b in batch.items() if b is None]
+        saves = [b for _, b in batch.values() if b is not None]
+        deletes = [k for k, (_, b) in batch.items() if b is None]
         self.store.write_bindings(saves, deletes)
 
     async def _run_in_worker(self, fn: Callable[[], _T]) -> _T:
