@@ -280,3 +280,15 @@ async def test_bindings_survive_restart_through_registrar_restore(tmp_path: Path
     assert sorted((b.contact, b.remaining(7.0)) for b in reg2.lookup("1001", 7.0)) == [
         ("sip:1001@192.0.2.10:5062", 500), ("sip:1001@192.0.2.10:5064;transport=tcp", 500)]
     await writer2.close(close_store=True)
+
+
+async def test_flush_is_exact_across_capped_batches(store: SqliteStore) -> None:
+    writer = await started(store, flush_interval=3600.0, max_batch=3)
+    for i in range(10):
+        writer.save(binding(key=f"uri:{i}"))
+    writer.save(binding(key="uri:0", cseq=50))     # supersedes the oldest queued change
+    await writer.flush()
+    loaded = {b.key: b.cseq for b in store.load_bindings(WALL)}
+    assert len(loaded) == 10 and loaded["uri:0"] == 50
+    assert writer.stats.batches == 4 and writer.stats.written == 10
+    await writer.close()
