@@ -136,16 +136,15 @@ ctrl_tcp_listen		{LOOPBACK}:{self.ctrl_port}
             return False
         sock.settimeout(None)
         self._sock = sock
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, args=(sock,), daemon=True)
         self._reader.start()
         return True
 
-    def _read_loop(self) -> None:
-        assert self._sock is not None
+    def _read_loop(self, sock: socket.socket) -> None:
         buf = b""
         while True:
             try:
-                chunk = self._sock.recv(65536)
+                chunk = sock.recv(65536)
             except OSError:
                 return
             if not chunk:
@@ -242,17 +241,24 @@ ctrl_tcp_listen		{LOOPBACK}:{self.ctrl_port}
         return "?"
 
     def wait_registered(self, timeout: float = 20.0) -> str:
-        return wait_until(
-            lambda: self.registration_state() == "OK",
-            timeout,
-            f"baresip {self.extension} registration",
-            interval=0.2,
-            detail=self.diagnostics,
-        ) and "OK"
+        return (
+            wait_until(
+                lambda: self.registration_state() == "OK",
+                timeout,
+                f"baresip {self.extension} registration",
+                interval=0.2,
+                detail=self.diagnostics,
+            )
+            and "OK"
+        )
 
     # call control (issue 3 builds on these)
     def dial(self, target: str) -> dict[str, Any]:
-        uri = target if target.startswith("sip:") else f"sip:{target}@{self.registrar[0]}:{self.registrar[1]}"
+        uri = (
+            target
+            if target.startswith("sip:")
+            else f"sip:{target}@{self.registrar[0]}:{self.registrar[1]}"
+        )
         return self.command("dial", uri)
 
     def answer(self) -> dict[str, Any]:
@@ -266,5 +272,9 @@ ctrl_tcp_listen		{LOOPBACK}:{self.ctrl_port}
             self.command("sndcode", d)
 
     def transfer(self, target: str) -> dict[str, Any]:
-        uri = target if target.startswith("sip:") else f"sip:{target}@{self.registrar[0]}:{self.registrar[1]}"
+        uri = (
+            target
+            if target.startswith("sip:")
+            else f"sip:{target}@{self.registrar[0]}:{self.registrar[1]}"
+        )
         return self.command("transfer", uri)

@@ -92,7 +92,9 @@ class ChildPeer:
                     + self.diagnostics()
                 )
             if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.name}: no {what} in {timeout:.0f}s\n" + self.diagnostics())
+                raise AssertionError(
+                    f"{self.name}: no {what} in {timeout:.0f}s\n" + self.diagnostics()
+                )
             self.out.wait_for(lambda _l: True, 0.2, len(self.out.lines))
 
     def wait_event(self, event: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:

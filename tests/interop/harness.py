@@ -16,7 +16,6 @@ Environment knobs:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,18 +25,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INTEROP_DIR = Path(__file__).resolve().parent
@@ -149,6 +145,8 @@ def in_ci() -> bool:
 
 def missing_peer(what: str) -> None:
     """A peer is not installed: a failure in CI, a skip on a dev machine."""
+    import pytest  # only the tests need it; bench/ uses this module too
+
     msg = f"interop peer not available: {what}"
     if in_ci():
         pytest.fail(msg + " (CI=true: peers must be installed, see .ci/run)")
@@ -544,7 +542,7 @@ class Engine:
                 f"engine did not log switch.ready within {timeout:.0f}s "
                 f"(exit code {rc}); command: {shlex.join(self.command)}\n{out}"
             )
-        self.ready_event = json.loads(found[1][found[1].index("{"):])
+        self.ready_event = json.loads(found[1][found[1].index("{") :])
         sip, http = parse_ready(self.ready_event)
         # We asked for explicit ports; the ready line must agree when it names them.
         if sip is not None and sip[1] not in (0, self.sip_port):
@@ -592,8 +590,9 @@ class Engine:
         self.stop()
         # The ports were just released by the engine itself; wait until both are bindable.
         wait_until(
-            lambda: _udp_tcp_free(self.sip_port, self.host)
-            and _tcp_free(self.http_port, self.host),
+            lambda: (
+                _udp_tcp_free(self.sip_port, self.host) and _tcp_free(self.http_port, self.host)
+            ),
             15,
             "engine ports to be released",
         )
@@ -671,7 +670,9 @@ class Engine:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.http_base + path, data=data, method=method, headers=headers)
+        req = urllib.request.Request(
+            self.http_base + path, data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return HttpResponse(resp.status, resp.read(), dict(resp.headers.items()))
@@ -740,7 +741,7 @@ def _is_ready_line(line: str) -> bool:
     if "switch.ready" not in line or "{" not in line:
         return False
     try:
-        event = json.loads(line[line.index("{"):])
+        event = json.loads(line[line.index("{") :])
     except ValueError:
         return False
     return isinstance(event, dict) and event.get("event") == "switch.ready"
@@ -784,4 +785,3 @@ def _parse_labels(text: str) -> dict[str, str]:
         while i < len(text) and text[i] in ", ":
             i += 1
     return out
-

@@ -104,7 +104,7 @@ enable_basic_to_client_group_chat_room_migration=0
         # The listening points exist once `ports` reports the configured SIP port.
         mark = len(self.out.lines)
         self.send("ports")
-        found = self.out.wait_for(lambda l: "sip port" in l.lower(), timeout, mark)
+        found = self.out.wait_for(lambda line: "sip port" in line.lower(), timeout, mark)
         if found is None:
             raise AssertionError("linphonec did not start\n" + self.diagnostics())
         return self
@@ -124,8 +124,7 @@ enable_basic_to_client_group_chat_room_migration=0
         mark = len(self.out.lines)
         self.send("status register")
         found = self.out.wait_for(
-            lambda l: "registered" in l.lower() or "no proxy" in l.lower()
-            or "unregistered" in l.lower(),
+            lambda line: "registered" in line.lower() or "no proxy" in line.lower(),
             5,
             mark,
         )
@@ -133,8 +132,10 @@ enable_basic_to_client_group_chat_room_migration=0
 
     def wait_registered(self, timeout: float = 20.0) -> None:
         wait_until(
-            lambda: re.search(r"(?i)\bregistered\b", self.registration_status())
-            and "registered=0" not in self.registration_status().lower(),
+            lambda: (
+                re.search(r"(?i)\bregistered\b", self.registration_status())
+                and "registered=0" not in self.registration_status().lower()
+            ),
             timeout,
             f"linphonec {self.extension} registration",
             interval=0.3,

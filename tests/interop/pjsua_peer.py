@@ -238,7 +238,6 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
     for _ in range(10):
         ep.libHandleEvents(20)
     ep.libDestroy()
-    del ep
     return 0
 
 

@@ -110,7 +110,7 @@ def digest_authorization(
         cnonce = uuid.uuid4().hex[:16]
         ncs = f"{nc:08x}"
         response = h(f"{ha1}:{nonce}:{ncs}:{cnonce}:auth:{ha2}")
-        parts += [f"qop=auth", f"nc={ncs}", f'cnonce="{cnonce}"']
+        parts += ["qop=auth", f"nc={ncs}", f'cnonce="{cnonce}"']
     else:
         response = h(f"{ha1}:{nonce}:{ha2}")
     parts.append(f'response="{response}"')
@@ -226,7 +226,9 @@ class SipClient:
         interval = 0.5
         next_tx = time.monotonic() + interval
         while True:
-            wait_until = min(deadline, next_tx) if self.transport == "UDP" and retransmit else deadline
+            wait_until = (
+                min(deadline, next_tx) if self.transport == "UDP" and retransmit else deadline
+            )
             resp = self._recv_one(wait_until)
             if resp is not None:
                 if resp.status >= 200:

@@ -145,7 +145,9 @@ def sipp_command(
     return cmd
 
 
-def _read_result(workdir: Path, tag: str, cmd: list[str], rc: int, out: str, err: str) -> SippResult:
+def _read_result(
+    workdir: Path, tag: str, cmd: list[str], rc: int, out: str, err: str
+) -> SippResult:
     errors_path = workdir / f"{tag}_errors.log"
     stats_path = workdir / f"{tag}_stats.csv"
     errors = errors_path.read_text(errors="replace") if errors_path.exists() else ""

@@ -171,7 +171,9 @@ class Stub:
 
     async def api_regs(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return web.json_response({"error": {"code": "unauthorized", "message": "token"}}, status=401)
+            return web.json_response(
+                {"error": {"code": "unauthorized", "message": "token"}}, status=401
+            )
         now = time.time()
         return web.json_response([
             {"extension": r["extension"], "contact": r["contact"],
@@ -184,7 +186,9 @@ class Stub:
                f"switch_registrations {len(self.live())}",
                "# HELP switch_sip_messages_total SIP messages.", "# TYPE switch_sip_messages_total counter"]  # fmt: skip
         for (d, m, s), n in sorted(self.counts.items()):
-            out.append(f'switch_sip_messages_total{{direction="{d}",method="{m}",status="{s}"}} {n}')
+            out.append(
+                f'switch_sip_messages_total{{direction="{d}",method="{m}",status="{s}"}} {n}'
+            )
         return web.Response(text="\n".join(out) + "\n", content_type="text/plain")
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -221,7 +221,7 @@ def test_metrics_registrations_and_messages(engine: Engine, peer_dir: Path) -> N
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     # promtool exits 1 for lint warnings too; only "error" lines are fatal.
-    errors = [l for l in (check.stdout + check.stderr).splitlines() if "error" in l.lower()]
+    errors = [ln for ln in (check.stdout + check.stderr).splitlines() if "error" in ln.lower()]
     assert not errors, check.stdout + check.stderr
 
 

@@ -189,7 +189,9 @@ def test_torture_messages_tcp(engine: Engine) -> None:
 def test_garbage_udp(engine: Engine) -> None:
     rng = random.Random(SEED)
     messages = junk_messages(rng, engine.sip_addr)
-    messages += [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 1500))) for _ in range(200)]
+    messages += [
+        bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 1500))) for _ in range(200)
+    ]
     _udp_burst(engine, messages)
     assert_alive(engine)
     assert_clean_logs(engine)
@@ -273,7 +275,9 @@ def test_tcp_garbage_then_valid_request(engine: Engine) -> None:
 def test_survives_everything_then_stops_cleanly(engine: Engine) -> None:
     rng = random.Random(SEED + 2)
     files = torture_files()
-    _udp_burst(engine, [localise(f.read_bytes()) for f in files] + junk_messages(rng, engine.sip_addr))
+    _udp_burst(
+        engine, [localise(f.read_bytes()) for f in files] + junk_messages(rng, engine.sip_addr)
+    )
     for f in files[:10]:
         _tcp_send(engine, localise(f.read_bytes()), read_for=0.05)
     assert_alive(engine)
