@@ -193,6 +193,7 @@ def _dirichlet(delta: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
     ratio = np.sin(0.5 * HALF * d) / np.sin(0.5 * d)
     return np.asarray(np.exp(0.5j * d * (HALF - 1)) * ratio, dtype=np.complex128)
 
+
 # digit code (index in DIGITS) for low row r, high column c
 _DIGIT_CODE: Final = np.array(
     [[DIGITS.index(KEYPAD[r][c]) for c in range(4)] for r in range(4)], dtype=np.int8
@@ -208,9 +209,7 @@ class InbandDetector:
     slots are ignored.
     """
 
-    def __init__(
-        self, capacity: int = 16, parameters: DetectorParameters | None = None
-    ) -> None:
+    def __init__(self, capacity: int = 16, parameters: DetectorParameters | None = None) -> None:
         self.parameters = parameters or DetectorParameters()
         self._capacity = 0
         self._in_use = np.zeros(0, dtype=bool)
@@ -354,9 +353,7 @@ class InbandDetector:
             weak.reshape(-1)[candidates] = w_code
             offsets.reshape(-1, 2)[candidates] = offs
 
-        busy = np.flatnonzero(
-            (self._state != DetectorState.IDLE) | (weak >= 0).any(axis=1)
-        )
+        busy = np.flatnonzero((self._state != DetectorState.IDLE) | (weak >= 0).any(axis=1))
         if busy.size == 0:
             return []
         return self._run_machine(busy, strict[busy], weak[busy], offsets[busy], buf_start)
@@ -423,7 +420,9 @@ class InbandDetector:
         residual = a + b
         for i in range(2):
             offset = fit_omega[i][:, None] - omega_bins
-            residual -= fit_amp[i][:, None] * _dirichlet(offset) * (1.0 + np.exp(1j * offset * HALF))
+            residual -= (
+                fit_amp[i][:, None] * _dirichlet(offset) * (1.0 + np.exp(1j * offset * HALF))
+            )
         other = residual.real**2 + residual.imag**2
         other[pick, row] = 0.0
         other[pick, col] = 0.0
@@ -485,8 +484,11 @@ class InbandDetector:
             window_input = np.where(
                 seen < 0,
                 WindowInput.NONE,
-                np.where(seen == tracked_now, WindowInput.SAME, np.where(strict[:, j] >= 0,
-                         WindowInput.OTHER, WindowInput.NONE)),
+                np.where(
+                    seen == tracked_now,
+                    WindowInput.SAME,
+                    np.where(strict[:, j] >= 0, WindowInput.OTHER, WindowInput.NONE),
+                ),
             ).astype(np.int8)
             action = _ACTION[state, window_input]
             new_state = _NEXT[state, window_input]

@@ -20,15 +20,15 @@ import io
 import shutil
 import subprocess
 import wave
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from switch.dtmf.events import InbandToneStarted
 from switch.dtmf.g711 import DBM0_SINE_PEAK, ulaw_decode, ulaw_encode
 from switch.dtmf.inband import DetectorParameters, InbandDetector
-from switch.dtmf.events import InbandToneStarted
 from switch.dtmf.tones import DIGITS, SAMPLE_RATE, digit_frequencies
 
 FS = SAMPLE_RATE
@@ -129,8 +129,13 @@ def accuracy_cases(seed: int = 4, *, full: bool = True) -> list[Case]:
                 )
         if full:
             cases.append(
-                dtmf_case(rng, category="deviation", name=f"+/-{dev:.1%} opposite",
-                          low_dev=dev, high_dev=-dev)
+                dtmf_case(
+                    rng,
+                    category="deviation",
+                    name=f"+/-{dev:.1%} opposite",
+                    low_dev=dev,
+                    high_dev=-dev,
+                )
             )
     for sign in (1, -1):
         for which in ("both", "low", "high"):
@@ -160,21 +165,31 @@ def accuracy_cases(seed: int = 4, *, full: bool = True) -> list[Case]:
     for rep in range(2 if full else 1):
         digits = "".join(d + d for d in rng.choice(list(DIGITS), 8))
         cases.append(
-            dtmf_case(rng, category="duration", name=f"40/40 ms #{rep}", digits=digits,
-                      on_ms=40, off_ms=40)
+            dtmf_case(
+                rng,
+                category="duration",
+                name=f"40/40 ms #{rep}",
+                digits=digits,
+                on_ms=40,
+                off_ms=40,
+            )
         )
     for on in (20, 23):
         for rep in range(2 if full else 1):
             cases.append(
-                dtmf_case(rng, category="duration-reject", name=f"{on} ms #{rep}",
-                          must_detect=False, on_ms=on, off_ms=40)
+                dtmf_case(
+                    rng,
+                    category="duration-reject",
+                    name=f"{on} ms #{rep}",
+                    must_detect=False,
+                    on_ms=on,
+                    off_ms=40,
+                )
             )
     snrs = [15, 20, 30] if full else [15]
     for snr in snrs:
         for rep in range(2 if full else 1):
-            cases.append(
-                dtmf_case(rng, category="noise", name=f"SNR {snr} dB #{rep}", snr_db=snr)
-            )
+            cases.append(dtmf_case(rng, category="noise", name=f"SNR {snr} dB #{rep}", snr_db=snr))
     return cases
 
 
@@ -194,9 +209,36 @@ SPEECH_TEXTS = (
 )
 
 SPEECH_VOICES = (
-    "en", "en-us", "en+f3", "en+m3", "en-us+f2", "de", "de+f4", "pl", "pl+m2", "fr",
-    "fr+f3", "es", "es+m4", "it", "it+f2", "ru", "ru+m1", "nl", "pt", "sv+f1", "cs",
-    "hu", "fi+f3", "tr", "el", "hi", "zh", "ja", "ko", "ar",
+    "en",
+    "en-us",
+    "en+f3",
+    "en+m3",
+    "en-us+f2",
+    "de",
+    "de+f4",
+    "pl",
+    "pl+m2",
+    "fr",
+    "fr+f3",
+    "es",
+    "es+m4",
+    "it",
+    "it+f2",
+    "ru",
+    "ru+m1",
+    "nl",
+    "pt",
+    "sv+f1",
+    "cs",
+    "hu",
+    "fi+f3",
+    "tr",
+    "el",
+    "hi",
+    "zh",
+    "ja",
+    "ko",
+    "ar",
 )
 
 
@@ -242,9 +284,11 @@ def speech(seconds: float, seed: int = 7) -> Iterator[Case]:
     while produced < seconds:
         voice = SPEECH_VOICES[i % len(SPEECH_VOICES)]
         parts = []
-        for k in range(3):
+        for _ in range(3):
             text = SPEECH_TEXTS[int(rng.integers(len(SPEECH_TEXTS)))]
-            x = espeak(voice, text, speed=int(rng.integers(120, 260)), pitch=int(rng.integers(20, 90)))
+            x = espeak(
+                voice, text, speed=int(rng.integers(120, 260)), pitch=int(rng.integers(20, 90))
+            )
             active = x[np.abs(x) > 0.05 * np.abs(x).max()]
             rms = np.sqrt(np.mean(active**2)) if active.size else 1.0
             level = rng.uniform(-25, -15)
@@ -272,7 +316,9 @@ def music(seconds: float, seed: int = 11) -> list[Case]:
             seg = np.zeros(length)
             if kind == "chords":
                 root = 110 * 2 ** (rng.integers(0, 36) / 12)
-                for semis in rng.choice([0, 3, 4, 7, 10, 12, 16, 19], int(rng.integers(2, 5)), replace=False):
+                for semis in rng.choice(
+                    [0, 3, 4, 7, 10, 12, 16, 19], int(rng.integers(2, 5)), replace=False
+                ):
                     f = root * 2 ** (semis / 12)
                     for h in range(1, int(rng.integers(1, 5)) + 1):
                         if f * h < 3800:
@@ -293,7 +339,9 @@ def music(seconds: float, seed: int = 11) -> list[Case]:
             end = min(audio.size, pos + length)
             level = rng.uniform(-25, -10)
             rms = np.sqrt(np.mean(seg**2)) or 1.0
-            audio[pos:end] += seg[: end - pos] * (DBM0_SINE_PEAK / np.sqrt(2) * 10 ** (level / 20) / rms)
+            audio[pos:end] += seg[: end - pos] * (
+                DBM0_SINE_PEAK / np.sqrt(2) * 10 ** (level / 20) / rms
+            )
             pos += int(length * rng.uniform(0.5, 1.2))
         cases.append(Case("music", f"{kind} #{i}", False, ulaw_encode(audio)))
     return cases

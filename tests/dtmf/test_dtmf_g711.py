@@ -54,6 +54,13 @@ def test_float_input_rounds_and_clips_and_keeps_shape() -> None:
     block = np.array([[0.4, -0.4, 1e9], [-1e9, 1000.2, -1000.7]])
     codes = g711.ulaw_encode(block)
     assert codes.shape == (2, 3) and codes.dtype == np.uint8
-    assert codes.tolist() == g711.ulaw_encode(np.array([[0, 0, 32767], [-32768, 1000, -1001]], dtype=np.int16)).tolist()
+    assert (
+        codes.tolist()
+        == g711.ulaw_encode(
+            np.array([[0, 0, 32767], [-32768, 1000, -1001]], dtype=np.int16)
+        ).tolist()
+    )
     assert g711.ulaw_decode_float(codes).dtype == np.float32
-    assert np.array_equal(g711.alaw_decode_float(g711.alaw_encode(block)), g711.alaw_decode(g711.alaw_encode(block)))
+    assert np.array_equal(
+        g711.alaw_decode_float(g711.alaw_encode(block)), g711.alaw_decode(g711.alaw_encode(block))
+    )

@@ -10,8 +10,8 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-
 import siggen
+
 from switch.dtmf.events import InbandToneEnded, InbandToneStarted
 from switch.dtmf.inband import InbandDetector
 from switch.dtmf.tones import DIGITS
@@ -22,15 +22,13 @@ def accuracy() -> dict[str, siggen.Score]:
     by: dict[str, siggen.Score] = defaultdict(siggen.Score)
     for seed in (1, 2):
         cases = siggen.accuracy_cases(seed, full=seed == 1)
-        for case, found in zip(cases, siggen.run_switch(cases)):
+        for case, found in zip(cases, siggen.run_switch(cases), strict=True):
             by[case.category].add(siggen.score(case, found))
             by[f"{case.category}/{case.name}"].add(siggen.score(case, found))
     return by
 
 
-@pytest.mark.parametrize(
-    "category", ["level", "deviation", "twist", "duration", "noise"]
-)
+@pytest.mark.parametrize("category", ["level", "deviation", "twist", "duration", "noise"])
 def test_must_detect_categories_detect_every_digit_once(
     accuracy: dict[str, siggen.Score], category: str
 ) -> None:
@@ -70,7 +68,7 @@ def test_digit_start_and_duration_are_estimated_from_the_audio() -> None:
     ends = [e for e in events if isinstance(e, InbandToneEnded)]
     assert [e.digit for e in starts] == list("159#")
     assert [e.digit for e in ends] == list("159#")
-    for tone, start, end in zip(case.tones, starts, ends):
+    for tone, start, end in zip(case.tones, starts, ends, strict=True):
         assert start.slot == slot
         assert abs(start.start - (t0 + tone.start / 8000)) < 0.010
         assert end.start == start.start
@@ -84,7 +82,7 @@ def test_results_do_not_depend_on_block_size() -> None:
     for tick in (37, 80, 331, 1000):
         got = siggen.run_switch(cases, tick=tick)
         assert [[d.digit for d in r] for r in got] == [[d.digit for d in r] for r in ref]
-        for r, g in zip(ref, got):
+        for r, g in zip(ref, got, strict=True):
             assert np.allclose([d.start for d in r], [d.start for d in g])
 
 
@@ -144,5 +142,5 @@ def test_speech_gives_no_false_digits() -> None:
     seconds = sum(c.ulaw.size for c in cases) / 8000
     assert seconds >= 150
     found = siggen.run_switch(cases)
-    false = {c.name: [d.digit for d in r] for c, r in zip(cases, found) if r}
+    false = {c.name: [d.digit for d in r] for c, r in zip(cases, found, strict=True) if r}
     assert false == {}
