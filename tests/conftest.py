@@ -43,8 +43,13 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def promtool_check(exposition: bytes) -> None:
-    """Run `promtool check metrics`; missing promtool fails in CI, skips locally."""
+@pytest.fixture
+def promtool_check() -> Callable[[bytes], None]:
+    """A checker running `promtool check metrics`; missing promtool fails in CI, skips locally."""
+    return _promtool_check
+
+
+def _promtool_check(exposition: bytes) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

@@ -1,0 +1,90 @@
+"""Logging (switch.logs): JSON lines, call_id binding, no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from switch.logs import REDACTED, call_context, configure_logging, get_logger
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    yield out
+    structlog.reset_defaults()
+    for handler in list(logging.getLogger().handlers):
+        if getattr(handler, "_switch_handler", False):
+            logging.getLogger().removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_line_has_timestamp_level_event_logger(stream: io.StringIO) -> None:
+    get_logger("switch.test").info("thing.happened", n=1)
+    (line,) = lines(stream)
+    assert line["event"] == "thing.happened"
+    assert line["level"] == "info"
+    assert line["logger"] == "switch.test"
+    assert line["n"] == 1
+    assert str(line["timestamp"]).endswith("Z")
+
+
+def test_level_filter(stream: io.StringIO) -> None:
+    log = get_logger("t")
+    log.debug("hidden")
+    log.warning("shown")
+    assert [line["event"] for line in lines(stream)] == ["shown"]
+
+
+def test_call_id_is_bound_in_call_context(stream: io.StringIO) -> None:
+    log = get_logger("t")
+    with call_context("abc@host"):
+        log.info("inside")
+    log.info("outside")
+    inside, outside = lines(stream)
+    assert inside["call_id"] == "abc@host"
+    assert "call_id" not in outside
+
+
+def test_secrets_are_redacted(stream: io.StringIO) -> None:
+    raw = ('REGISTER sip:x SIP/2.0\r\nAuthorization: Digest username="1001", '
+           'realm="r", nonce="n", uri="sip:x", response="6629fae49393a05397450978507c4ef1"\r\n')
+    get_logger("t").info(
+        "sip.received", password="hunter2", secret="s3", token="tok", Authorization="Digest x",
+        raw=raw, headers={"Proxy-Authorization": "Digest y", "Via": "ok"},
+        url="/api/v1/events?token=abcdefgh", auth_header="Bearer abcdefgh")
+    text = stream.getvalue()
+    for leaked in ("hunter2", "s3\"", "tok\"", "6629fae49393a05397450978507c4ef1", "Digest y",
+                   "abcdefgh"):
+        assert leaked not in text, leaked
+    (line,) = lines(stream)
+    assert line["password"] == REDACTED
+    assert line["headers"] == {"Proxy-Authorization": REDACTED, "Via": "ok"}
+    assert 'username="1001"' in str(line["raw"])
+
+
+def test_tracebacks_carry_no_locals(stream: io.StringIO) -> None:
+    password = "hunter2"  # noqa: F841 - a local the traceback must not show
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        get_logger("t").exception("failed")
+    assert "hunter2" not in stream.getvalue()
+    (line,) = lines(stream)
+    assert line["level"] == "error"
+
+
+def test_stdlib_records_become_json_lines(stream: io.StringIO) -> None:
+    logging.getLogger("aiohttp.server").error("bad request from %s", "peer")
+    (line,) = lines(stream)
+    assert line["event"] == "bad request from peer"
+    assert line["logger"] == "aiohttp.server"
