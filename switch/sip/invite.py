@@ -760,8 +760,13 @@ class InviteSession:
             return self._answer_remote(remote, None, now)
         self.pending_remote = remote
         if body is not None:
+            unchanged = body == self.remote_sdp and self.local_sdp is not None
             self._offer(OfferInput.RECEIVE_OFFER)
             self.remote_sdp = body
+            if unchanged:
+                # RFC 3264 §8: the same SDP (same o= version) changes nothing, as in a
+                # session refresh (RFC 4028 §7.4); answer with what we answered before.
+                return self._answer_remote(remote, self.local_sdp, now)
             return [OfferReceived(body=body, method=method)]
         return [OfferRequested(method=method)]
 
