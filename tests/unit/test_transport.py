@@ -58,11 +58,17 @@ async def running() -> AsyncIterator[tuple[SipDriver, Tu]]:
     driver = SipDriver(tu, config=TransportConfig(tcp_idle_timeout=0.3,
                                                   tcp_max_connections=4))
     tu.driver = driver
+    # An exception in a transport callback is only logged by asyncio: make it fail.
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
     await driver.start("127.0.0.1", 0)
     try:
         yield driver, tu
     finally:
         await driver.stop()
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 class UdpPeer(asyncio.DatagramProtocol):

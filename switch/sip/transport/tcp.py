@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
 
 from switch.sip.errors import ParseError
 from switch.sip.parser import Limits, StreamFramer
@@ -41,8 +41,7 @@ class TcpConnection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)   # uvloop: not a subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.remote = (str(peer[0]), int(peer[1]))
