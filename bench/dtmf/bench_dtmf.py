@@ -201,8 +201,9 @@ def accuracy(
         sw = sum(len(r) for r in siggen.run_switch(speech))
         sp = sum(len(r) for r in run_spandsp(exe, tmp, speech))
         rows.append(
-            f"talk-off, speech: {seconds / 60:.1f} min espeak-ng ({len(siggen.SPEECH_VOICES)} voices, "
-            f"-25…-15 dBm0): switch {sw} false digits, spandsp {sp}"
+            f"talk-off, speech: {seconds / 60:.1f} min espeak-ng "
+            f"({len(siggen.SPEECH_VOICES)} voices, -25…-15 dBm0): "
+            f"switch {sw} false digits, spandsp {sp}"
         )
     music = siggen.music(music_minutes * 60, seed=11)
     kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
