@@ -145,7 +145,7 @@ class _PlaceholderSipService:
                 self._tcp = await loop.create_server(_CloseTcp, self._host, port)
             except OSError as exc:
                 udp.close()
-                if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                if _with_errno(exc).errno == errno.EADDRINUSE and attempt + 1 < attempts:
                     continue
                 raise
             self._udp = udp
@@ -206,7 +206,18 @@ def prepare_data_dir(path: Path) -> None:
         raise StartupError(f"{where}: {_reason(exc)}") from None
 
 
+def _with_errno(exc: OSError) -> OSError:
+    """The OSError that carries the errno: uvloop wraps it ("could not bind ...")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
 def _reason(exc: OSError) -> str:
+    exc = _with_errno(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host ({exc.strerror})"
     if exc.errno == errno.EADDRINUSE:
@@ -218,7 +229,8 @@ def _reason(exc: OSError) -> str:
 def _bind_error(section: str, host: str, port: int, exc: OSError, what: str = "") -> StartupError:
     # Name the key the operator has to change: the host when the address is
     # not ours or not resolvable, else the port.
-    host_problem = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    cause = _with_errno(exc)
+    host_problem = isinstance(cause, socket.gaierror) or cause.errno == errno.EADDRNOTAVAIL
     key = f"{section}.host" if host_problem else f"{section}.port"
     return StartupError(f"{key}: cannot listen on {host}:{port}{what}: {_reason(exc)}")
 
