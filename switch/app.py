@@ -72,7 +72,9 @@ class SipService(Protocol):
     ``start`` binds UDP and TCP on the same host/port (port 0 = pick one free
     for both) and returns the bound (host, port); it raises ``OSError`` when
     it cannot bind.  ``stop`` stops taking new calls, ends active calls with
-    BYE, closes recordings, and returns when that is done.
+    BYE, closes recordings, releases the ports, and returns when that is
+    done.  ``stop`` is also called after a failed ``start`` (to release
+    whatever was bound), so it must tolerate a partial start.
     """
 
     async def start(self) -> tuple[str, int]: ...
@@ -112,7 +114,12 @@ def build_store(config: Config, log: FilteringBoundLogger) -> Store:
 
 
 class _DiscardUdp(asyncio.DatagramProtocol):
-    pass
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class _CloseTcp(asyncio.Protocol):
@@ -130,7 +137,7 @@ class _PlaceholderSipService:
     def __init__(self, config: Config) -> None:
         self._host = config.sip.host
         self._port = config.sip.port
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: tuple[asyncio.DatagramTransport, _DiscardUdp] | None = None
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> tuple[str, int]:
@@ -138,7 +145,7 @@ class _PlaceholderSipService:
         # With port 0 the UDP port the kernel picks may be taken for TCP: retry.
         attempts = 20 if self._port == 0 else 1
         for attempt in range(attempts):
-            udp, _ = await loop.create_datagram_endpoint(
+            udp, protocol = await loop.create_datagram_endpoint(
                 _DiscardUdp, local_addr=(self._host, self._port))
             host, port = udp.get_extra_info("sockname")[:2]
             try:
@@ -148,16 +155,22 @@ class _PlaceholderSipService:
                 if _with_errno(exc).errno == errno.EADDRINUSE and attempt + 1 < attempts:
                     continue
                 raise
-            self._udp = udp
+            self._udp = udp, protocol
             return str(host), int(port)
         raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         if self._udp is not None:
-            self._udp.close()
+            transport, protocol = self._udp
+            self._udp = None
+            transport.close()
+            # close() releases the socket on a later loop iteration; the port
+            # is only free again once connection_lost has run.
+            await protocol.closed
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
+            self._tcp = None
 
     def list_registrations(self) -> Sequence[RegistrationView]:
         return []
