@@ -70,7 +70,8 @@ def test_empty_file_gives_defaults() -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ('[sip]\nport = "abc"', 'sip.port: must be an integer 0-65535 (0 = pick a free port), got "abc"'),
+    ('[sip]\nport = "abc"',
+     'sip.port: must be an integer 0-65535 (0 = pick a free port), got "abc"'),
     ("[sip]\nport = 70000", "sip.port: must be an integer 0-65535"),
     ("[sip]\nport = true", "sip.port: must be an integer 0-65535 (0 = pick a free port), got true"),
     ("[sip]\nhost = 5", "sip.host: must be a string, got 5"),
@@ -115,7 +116,8 @@ def test_empty_file_gives_defaults() -> None:
      'users[0].extension: must be a string of digits (quote it: "1001"), got 1001'),
     ('[[users]]\nextension = "10a1"\nname = "A"\npassword = "p"',
      'users[0].extension: must be a string of 1-15 digits, got "10a1"'),
-    ('[[users]]\nextension = "1001"\nname = ""\npassword = "p"', "users[0].name: must not be empty"),
+    ('[[users]]\nextension = "1001"\nname = ""\npassword = "p"',
+     "users[0].name: must not be empty"),
     ('[[users]]\nextension = "1001"\nname = "A"\npassword = "p"\nvoicemail = "yes"',
      'users[0].voicemail: must be true or false, got "yes"'),
     ('[[users]]\nextension = "1001"\nname = "A"\npassword = "p"\nnumbers = "+1415"',
@@ -141,7 +143,8 @@ def test_numbers_are_unique_across_users_with_or_without_plus() -> None:
 
 def test_number_may_not_shadow_an_extension() -> None:
     text = user("1001") + user("1002", numbers='["+1001"]')
-    assert problems_of(text) == ['users[1].numbers[0]: "+1001" is already the extension of users[0]']
+    assert problems_of(text) == [
+        'users[1].numbers[0]: "+1001" is already the extension of users[0]']
     text = user("1002", numbers='["1001"]') + user("1001")
     assert problems_of(text) == ['users[1].extension: "1001" is already a number of users[0]']
 
@@ -172,7 +175,8 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     assert info.value.problems[0].startswith(f"{bad}: invalid TOML: ")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.toml")
-    assert info.value.problems == [f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"]
+    assert info.value.problems == [
+        f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"]
 
 
 # ------------------------------------------------------------------ values
