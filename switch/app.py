@@ -8,9 +8,8 @@ every start-up failure into a :class:`StartupError` whose one-line message
 names the cause; the CLI prints it and exits 2.
 
 Collaborators are protocols wired through factory hooks (``build_store``,
-``build_sip_service``, ``build_call_control``).  The ones here are
-PLACEHOLDERS until the SIP core lands; tests inject their own through
-``Engine(..., sip_factory=...)``.
+``build_sip_service``, ``build_call_control``); tests inject their own
+through ``Engine(..., sip_factory=...)``.
 """
 
 from __future__ import annotations
@@ -35,6 +34,8 @@ from switch.http.api import HttpServer, create_app, mark_stopping
 from switch.logs import configure_logging, get_logger
 from switch.metrics import Metrics
 from switch.model import CallControl, RegistrationView
+from switch.service import SwitchSipService
+from switch.store.sqlite import SqliteStore
 
 __all__ = [
     "Engine",
@@ -92,94 +93,20 @@ CallControlFactory = Callable[
 
 
 # ----------------------------------------------------------------------------------------
-# PLACEHOLDERS — to be replaced by the lead when the SIP core and store are wired.
-
-
-class _PlaceholderStore:
-    """PLACEHOLDER: stores nothing."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def open(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
+# The default collaborators.
 
 
 def build_store(config: Config, log: FilteringBoundLogger) -> Store:
-    """Hook: the store for ``config.storage_path``.  PLACEHOLDER (no persistence)."""
-    return _PlaceholderStore(config.storage_path)
-
-
-class _DiscardUdp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-class _CloseTcp(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
-
-
-class _PlaceholderSipService:
-    """PLACEHOLDER: holds the SIP UDP+TCP port and answers nothing.
-
-    It binds for real (unlike a no-op) so that port 0, "port in use" and the
-    addresses in ``switch.ready`` behave as they will with the real service.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self._host = config.sip.host
-        self._port = config.sip.port
-        self._udp: tuple[asyncio.DatagramTransport, _DiscardUdp] | None = None
-        self._tcp: asyncio.Server | None = None
-
-    async def start(self) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        # With port 0 the UDP port the kernel picks may be taken for TCP: retry.
-        attempts = 20 if self._port == 0 else 1
-        for attempt in range(attempts):
-            udp, protocol = await loop.create_datagram_endpoint(
-                _DiscardUdp, local_addr=(self._host, self._port))
-            host, port = udp.get_extra_info("sockname")[:2]
-            try:
-                self._tcp = await loop.create_server(_CloseTcp, self._host, port)
-            except OSError as exc:
-                udp.close()
-                if _with_errno(exc).errno == errno.EADDRINUSE and attempt + 1 < attempts:
-                    continue
-                raise
-            self._udp = udp, protocol
-            return str(host), int(port)
-        raise AssertionError("unreachable")
-
-    async def stop(self) -> None:
-        if self._udp is not None:
-            transport, protocol = self._udp
-            self._udp = None
-            transport.close()
-            # close() releases the socket on a later loop iteration; the port
-            # is only free again once connection_lost has run.
-            await protocol.closed
-        if self._tcp is not None:
-            self._tcp.close()
-            await self._tcp.wait_closed()
-            self._tcp = None
-
-    def list_registrations(self) -> Sequence[RegistrationView]:
-        return []
+    """Hook: the embedded SQLite store at ``config.storage_path``."""
+    return SqliteStore(config.storage_path)
 
 
 def build_sip_service(config: Config, store: Store, bus: EventBus, metrics: Metrics,
                       log: FilteringBoundLogger) -> SipService:
-    """Hook: the SIP service.  PLACEHOLDER (binds the port, answers nothing)."""
-    return _PlaceholderSipService(config)
+    """Hook: transports + endpoint + UAS core + registrar, persisted in ``store``."""
+    if not isinstance(store, SqliteStore):
+        raise TypeError("the SIP service persists registrations in a SqliteStore")
+    return SwitchSipService(config, store, bus, metrics, log)
 
 
 def build_call_control(config: Config, sip: SipService, store: Store, bus: EventBus,

@@ -17,7 +17,7 @@ first: a peer sending random method names must not create unbounded series.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -72,6 +72,10 @@ AUTH_FAILURE_REASONS: Final = (
 _SETUP_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
+# (direction, method, status label — "" for requests, count) of every series.
+SipMessageSource = Callable[[], Iterable[tuple[str, str, str, int]]]
+
+
 class Metrics:
     """The engine's metrics on a private registry.  Create one per engine."""
 
@@ -86,7 +90,8 @@ class Metrics:
         # (direction, method, status) -> count; see the module docstring.
         self._sip_counts: dict[tuple[str, str, str], int] = {}
         self._sip_keys: dict[tuple[str, str, int | str | None], tuple[str, str, str]] = {}
-        r.register(_SipMessagesCollector(self._sip_counts))
+        self._sip_sources: list[SipMessageSource] = []
+        r.register(_SipMessagesCollector(self._sip_counts, self._sip_sources, self._sip_label))
         self.registrations = Gauge(
             "switch_registrations", "Contacts currently registered.", registry=r)
         self.calls_active = Gauge(
@@ -166,8 +171,14 @@ class Metrics:
         """Current value of one series (for tests and the API)."""
         return self._sip_counts.get(self._sip_key(direction, method, status), 0)
 
-    def _sip_key(self, direction: str, method: str, status: int | str | None,
-                 ) -> tuple[str, str, str]:
+    def use_sip_message_source(self, source: SipMessageSource) -> None:
+        """Also expose counts kept elsewhere (the SIP endpoint counts messages in
+        plain ints on its hot path); read at scrape time, labels normalised."""
+        self._sip_sources.append(source)
+
+    @staticmethod
+    def _sip_label(direction: str, method: str, status: int | str | None,
+                   ) -> tuple[str, str, str]:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
         label_method = method if method in SIP_METHODS else OTHER_METHOD
@@ -179,7 +190,11 @@ class Metrics:
                 code = 0
             # Out-of-range codes from peers collapse into one series.
             label_status = str(code) if 100 <= code <= 699 else "invalid"
-        key = (direction, label_method, label_status)
+        return direction, label_method, label_status
+
+    def _sip_key(self, direction: str, method: str, status: int | str | None,
+                 ) -> tuple[str, str, str]:
+        key = self._sip_label(direction, method, status)
         self._sip_counts.setdefault(key, 0)
         # The raw-key cache is bounded: raw keys are peer-controlled strings.
         if len(self._sip_keys) < 4096:
@@ -224,8 +239,12 @@ class Metrics:
 class _SipMessagesCollector(Collector):
     """Exposes the plain-dict SIP message counts as ``switch_sip_messages_total``."""
 
-    def __init__(self, counts: dict[tuple[str, str, str], int]) -> None:
+    def __init__(self, counts: dict[tuple[str, str, str], int],
+                 sources: list[SipMessageSource],
+                 label: Callable[[str, str, str | None], tuple[str, str, str]]) -> None:
         self._counts = counts
+        self._sources = sources
+        self._label = label
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("switch_sip_messages", "SIP messages sent and received.",
@@ -235,6 +254,11 @@ class _SipMessagesCollector(Collector):
         family = CounterMetricFamily(
             "switch_sip_messages", "SIP messages sent and received.",
             labels=["direction", "method", "status"])
-        for labels, value in sorted(self._counts.items()):
+        totals = dict(self._counts)
+        for source in self._sources:
+            for direction, method, status, value in source():
+                key = self._label(direction, method, status or None)
+                totals[key] = totals.get(key, 0) + value
+        for labels, value in sorted(totals.items()):
             family.add_metric(list(labels), value)
         yield family

@@ -55,7 +55,6 @@ from switch.sip.errors import (
     ParseError,
     SipError,
     TransactionDoesNotExist,
-    VersionNotSupported,
 )
 from switch.sip.headers import MAGIC_COOKIE, Via, cseq, from_header, get_param, to_header, top_via
 from switch.sip.message import Message, Request, Response, make_response, split_list
@@ -225,8 +224,6 @@ class Endpoint:
             message = parse_message(data, self._limits, stream=source.transport != "udp")
         except ParseError as exc:
             partial = getattr(exc, "partial", None)
-            if partial is None and isinstance(exc, VersionNotSupported):
-                partial = self._reparse_as_sip2(data, source)
             self._reject(exc, partial, source)
             return
         self._source = source
@@ -250,21 +247,6 @@ class Endpoint:
         except ParseError as exc:
             partial = getattr(exc, "partial", None)
         self._reject(error, partial, source)
-
-    def _reparse_as_sip2(self, data: bytes, source: Source) -> Message | None:
-        # The parser stops at a foreign SIP-Version in the start line; the headers
-        # are still needed to answer 505 (§8.2.6.2, RFC 3261 §21.5.7).
-        line_end = data.find(b"\n")
-        space = data.rfind(b" ", 0, line_end)
-        if line_end < 0 or space < 0:
-            return None
-        patched = data[:space] + b" SIP/2.0" + data[line_end - (data[line_end - 1:line_end]
-                                                                 == b"\r"):]
-        try:
-            return parse_message(patched, self._limits, stream=source.transport != "udp")
-        except ParseError as exc:
-            partial: Message | None = getattr(exc, "partial", None)
-            return partial
 
     def next_event(self) -> Event | None:
         events = self._events
@@ -466,17 +448,13 @@ class Endpoint:
             params.append(("rport", str(source.port)))
         stamped = Via(via.transport, via.host, via.port, tuple(params), via.protocol)
         headers = request.headers
-        lines = headers.get_all("via")
-        first = lines[0]
+        first = headers.get("via") or ""
         if "," in first:
             items = split_list(first)
             items[0] = str(stamped)
-            lines[0] = ", ".join(items)
+            headers.replace_first("Via", ", ".join(items))
         else:
-            lines[0] = str(stamped)
-        headers.set("Via", lines[0])
-        for line in lines[1:]:
-            headers.add("Via", line)
+            headers.replace_first("Via", str(stamped))
         request._cache["top_via"] = stamped
         request._cache.pop("vias", None)
         return self._reply_destination(stamped, source)

@@ -175,6 +175,15 @@ class Headers:
         else:
             values.insert(0, value)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first line of a field, keeping the others (re-stamping the top Via)."""
+        key = field_key(name)
+        values = self._values.get(key)
+        if values:
+            values[0] = value
+        else:
+            self.add(name, value)
+
     def set(self, name: str, value: str) -> None:
         """Replace every line of the field with one."""
         key = field_key(name)

@@ -89,11 +89,22 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
     head = data[offset:head_end].decode("utf-8", "surrogateescape")
     lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
     start_line = lines[0]
-    message = _parse_start_line(start_line)
+    version_error: VersionNotSupported | None = None
+    try:
+        message = _parse_start_line(start_line)
+    except VersionNotSupported as exc:
+        # Parse on so the caller can still answer 505 (RFC 3261 §21.5.7 needs
+        # Via, From, To, Call-ID and CSeq for the response, §8.2.6.2).
+        parts = start_line.split(" ")
+        if len(parts) != 3 or start_line.upper().startswith("SIP/"):
+            raise
+        version_error = exc
+        message = Request(parts[0], parts[1])
     headers = message.headers
     _parse_fields(lines, headers, limits)
-    message._cache["raw"] = True
     try:
+        if version_error is not None:
+            raise version_error
         _check_fields(message)
         body_start = head_end + sep
         length_text = headers.get("content-length")
@@ -288,6 +299,10 @@ class StreamFramer:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def pending(self) -> bytes:
+        """The bytes not yet framed (to answer 400 from a stream that cannot be cut)."""
+        return bytes(self._buffer)
 
 
 _CL_LINE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")

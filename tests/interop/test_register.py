@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .baresip import BaresipPeer
-from .harness import Engine, metric_value, require_binary, wait_until
+from .harness import Engine, free_port, metric_value, require_binary, wait_until
 from .linphone import LinphonePeer
 from .pjsua_peer import PjsuaPeer
 from .pyvoip_peer import PyVoipPeer
@@ -57,12 +57,16 @@ def test_sipp_digest_register(engine: Engine, peer_dir: Path, transport: str) ->
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_sipp_unregister_expires_zero(engine: Engine, peer_dir: Path, transport: str) -> None:
     csv = _users_csv(engine, peer_dir / "users.csv", ["1003"])
-    reg = run_sipp(peer_dir, "register", engine.sip_addr, transport=transport, users_csv=csv)
+    # RFC 3261 §10.3 step 8: expires 0 removes the binding of *that* Contact URI,
+    # so the unregister must come from the same address as the register.
+    local_port = free_port("127.0.0.1")
+    reg = run_sipp(peer_dir, "register", engine.sip_addr, transport=transport, users_csv=csv,
+                   local_port=local_port)
     assert reg.returncode == 0, reg.describe()
     engine.wait_registered("1003")
 
     unreg = run_sipp(peer_dir, "unregister", engine.sip_addr, transport=transport, users_csv=csv,
-                     tag="unreg")  # fmt: skip
+                     tag="unreg", local_port=local_port)  # fmt: skip
     assert unreg.returncode == 0, unreg.describe()
     assert "1003" not in engine.registered_extensions()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import time
 import signal
 import socket
 import subprocess
@@ -48,9 +49,10 @@ class SwitchProcess:
 
     def wait_line(self, needle: str) -> str:
         """The first stdout line containing ``needle`` (any format)."""
+        deadline = time.monotonic() + HANG_GUARD
         while True:
             try:
-                line = self.lines.get(timeout=HANG_GUARD)
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 pytest.fail(f"no line with {needle!r}; stdout so far:\n{''.join(self.stdout)}")
             if line is None:
@@ -60,9 +62,10 @@ class SwitchProcess:
                 return line
 
     def wait_event(self, name: str) -> dict[str, Any]:
+        deadline = time.monotonic() + HANG_GUARD
         while True:
             try:
-                line = self.lines.get(timeout=HANG_GUARD)
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 pytest.fail(f"no {name} line; stdout so far:\n{''.join(self.stdout)}")
             if line is None:

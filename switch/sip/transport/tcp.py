@@ -73,7 +73,7 @@ class TcpConnection(asyncio.Protocol):
 
     def pending_bytes(self) -> bytes:
         """What the framer holds (for a 400 built from an unframeable stream)."""
-        return bytes(self.framer._buffer)
+        return self.framer.pending()
 
     def send(self, data: bytes) -> bool:
         transport = self.transport
