@@ -21,10 +21,11 @@ The dialog's life is a three-state machine (``State`` × ``Input`` →
 
                CONFIRM (2xx)
       EARLY ──────────────────▶ CONFIRMED
-        │  ◀┐ SEND/RECEIVE/         │ ◀┐ SEND/RECEIVE/REFRESH
+        │  ◀┐ SEND/RECEIVE/         │ ◀┐ SEND/SEND_ACK/RECEIVE/REFRESH
         │   └─ REFRESH              │  └─
         │ TERMINATE                 │ TERMINATE
-        └───────────▶ TERMINATED ◀──┘
+        └───────────▶ TERMINATED ◀──┘ ◀┐ SEND_ACK (a 2xx that crossed the BYE
+                                       └─ is still ACKed, §13.2.2.4)
 
 A B2BUA keeps one dialog per leg; nothing here knows about the other leg.
 Requests built here carry no Via: the transaction layer adds the top Via and
@@ -89,6 +90,7 @@ class State(Enum):
 class Input(Enum):
     CONFIRM = auto()           # 2xx to the dialog-creating INVITE, sent (UAS) or received (UAC)
     SEND_REQUEST = auto()      # a request built here is about to be sent
+    SEND_ACK = auto()          # the ACK for a 2xx: owed even after the dialog ended (§13.2.2.4)
     RECEIVE_REQUEST = auto()   # an in-dialog request arrived and passed the CSeq check
     REFRESH_TARGET = auto()    # 2xx to a target refresh request (§12.2.1.2, §12.2.2)
     TERMINATE = auto()         # BYE, failure of the INVITE, 481/408 to an in-dialog request
@@ -104,7 +106,9 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (State.CONFIRMED, Input.RECEIVE_REQUEST): State.CONFIRMED,
     (State.CONFIRMED, Input.REFRESH_TARGET): State.CONFIRMED,
     (State.CONFIRMED, Input.TERMINATE): State.TERMINATED,
+    (State.CONFIRMED, Input.SEND_ACK): State.CONFIRMED,
     (State.TERMINATED, Input.TERMINATE): State.TERMINATED,  # idempotent
+    (State.TERMINATED, Input.SEND_ACK): State.TERMINATED,   # a 2xx that crossed the BYE
 }
 
 
@@ -348,7 +352,7 @@ class Dialog:
         method = method.upper()
         if method == "CANCEL":
             raise InvalidTransition("CANCEL is built from the INVITE (RFC 3261 §9.1)")
-        self._apply(Input.SEND_REQUEST)
+        self._apply(Input.SEND_ACK if method == "ACK" else Input.SEND_REQUEST)
         number = cseq_number if cseq_number is not None else self.next_cseq()
         headers = Headers()
         request_uri, routes = self.request_target()

@@ -803,8 +803,8 @@ class InviteSession:
             return self._on_invite_response(response, now)
         local = self.pending_local
         if local is not None and local.method == method and local.cseq == number:
-            if status < 200:
-                return []
+            if status < 200 or local.ack_waits_answer:
+                return []    # a 1xx, or the 2xx again while our answer for the ACK is due
             if self.terminated:
                 return self._on_late_modify_response(response)
             if status == 481:
@@ -1315,6 +1315,13 @@ class InviteSession:
         self.state = state
         self._retransmit = None
         self._glare = None
+        # The session is over: no offer is outstanding any more (RFC 6337 §3.4).  Our
+        # own re-INVITE stays known, only so that a late 2xx to it is still ACKed.
+        self._rollback_offer()
+        self.pending_remote = None
+        if self.pending_local is not None:
+            self.pending_local.offer = None
+            self.pending_local.ack_waits_answer = False
         if self.timer.active:
             self.timer.stop()
         if state is State.TERMINATED and self.dialog is not None \

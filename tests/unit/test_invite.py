@@ -962,3 +962,35 @@ def test_cancel_is_uac_only() -> None:
     with pytest.raises(InvalidTransition):
         wire.uas.cancel(wire.now)
     assert wire.uas.state is State.RECEIVED
+
+
+# --- regressions found by test_invite_fuzz ------------------------------------------------
+
+def test_2xx_retransmission_while_answer_for_ack_is_due() -> None:
+    wire = Wire(uac_config=NO_TIMER, uas_config=NO_TIMER)
+    wire.established()
+    assert wire.uas is not None
+    wire.take("uac", wire.uac.reinvite(wire.now))          # no offer: it comes in the 2xx
+    wire.run()
+    wire.take("uas", wire.uas.answer(wire.now, HOLD))
+    wire.advance(wire.now + 1.0, deliver=False)             # the 2xx goes out twice
+    wire.run()
+    assert len(wire.events("uac", OfferReceived)) == 1      # the retransmission is not an offer
+    wire.take("uac", wire.uac.answer(wire.now, HELD))
+    wire.run()
+    assert wire.uac.offer_state is wire.uas.offer_state is OfferState.STABLE
+
+
+def test_2xx_to_reinvite_crossing_the_peers_bye_is_acked() -> None:
+    wire = Wire(uac_config=NO_TIMER, uas_config=NO_TIMER)
+    wire.established()
+    assert wire.uas is not None
+    wire.take("uas", wire.uas.reinvite(wire.now))
+    wire.run()
+    wire.take("uac", wire.uac.answer(wire.now, OFFER))      # 200 with the offer, in flight
+    wire.take("uac", wire.uac.hangup(wire.now))              # then BYE
+    wire.deliver(1)                                          # the BYE arrives first
+    assert wire.uas.state is State.TERMINATED
+    wire.run()                                               # then the 200: still ACKed
+    assert methods(wire.sent, "uac")[-2:] == ["200 BYE", "ACK"]
+    assert wire.uas.offer_state is OfferState.STABLE
