@@ -742,7 +742,11 @@ class InviteSession:
             if self.offer_state is OfferState.REMOTE_OFFER:
                 return [self._retry_after(request, txn)]
         else:
-            if body is not None and self.offer_state is OfferState.LOCAL_OFFER:
+            local = self.pending_local
+            offer_coming = local is not None and local.method == "INVITE" and local.offer is None
+            if body is not None and (self.offer_state is OfferState.LOCAL_OFFER or offer_coming):
+                # RFC 3311 §5.2: our offer is out, or our offerless re-INVITE's 2xx
+                # is about to bring one: a second offer would cross it.
                 return [SendResponse(response=self._response(request, 491), txn=txn)]
             if body is not None and (self.offer_state is OfferState.REMOTE_OFFER
                                      or self.pending_remote is not None):

@@ -994,3 +994,14 @@ def test_2xx_to_reinvite_crossing_the_peers_bye_is_acked() -> None:
     wire.run()                                               # then the 200: still ACKed
     assert methods(wire.sent, "uac")[-2:] == ["200 BYE", "ACK"]
     assert wire.uas.offer_state is OfferState.STABLE
+
+
+def test_update_offer_while_our_offerless_reinvite_is_pending_gets_491() -> None:
+    wire = Wire(uac_config=NO_TIMER, uas_config=NO_TIMER)
+    wire.established()
+    assert wire.uas is not None and wire.uas.dialog is not None
+    wire.take("uac", wire.uac.reinvite(wire.now))          # its 2xx will carry an offer
+    update = wire.uas.dialog.create_request("UPDATE", body=HELD)
+    out = wire.uac.receive_request(update, wire.now, 42)
+    assert isinstance(out[0], SendResponse) and out[0].response.status == 491
+    assert wire.uac.offer_state is OfferState.STABLE
