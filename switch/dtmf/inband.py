@@ -384,10 +384,10 @@ class InbandDetector:
         new_used = n_halves * HALF - rest_len
         cap = self._capacity
         n_rest = n_new - new_used
-        # Per half, half-major: DFT values [halves, slots, 16] (real parts, then
-        # imaginary parts); energies [1 + halves, slots] and group peak magnitudes
+        # Per half: DFT values [slots, halves, 16] (real parts, then imaginary
+        # parts); energies [1 + halves, slots] and group peak magnitudes
         # [2, 1 + halves, slots], row 0 being the previous call's last half.
-        spec = self._scratch("spec", (n_halves, cap, 16))
+        spec = self._scratch("spec", (cap, n_halves, 16))
         half_energy = self._scratch("half_energy", (n_halves + 1, cap))
         half_energy[0] = self._prev_energy
         mag = self._scratch("mag", (2, n_halves + 1, cap))
@@ -413,9 +413,9 @@ class InbandDetector:
             # [16, 1 + halves, slots]: the previous half, then this call's halves
             full = np.empty((16, n_halves + 1, slots.size), dtype=np.float32)
             full[:, 0] = self._prev_spec[slots].T
-            full[:, 1:] = spec[:, slots].transpose(2, 0, 1)
+            full[:, 1:] = spec[slots].transpose(2, 1, 0)
             windows = self._second_pass(slots, full, energy[:, slots])
-        self._prev_spec[:] = spec[-1]
+        self._prev_spec[:] = spec[:, -1]
         self._prev_energy[:] = half_energy[-1]
         self._prev_mag[:] = mag[:, -1]
         if windows is None:
@@ -428,19 +428,21 @@ class InbandDetector:
                 busy, strict, strict, np.zeros(shape + (2,), np.float32), buf_start
             )
         cand_slot, cand_window, s_code, w_code, offs = windows
-        busy = np.union1d(np.flatnonzero(nonidle), cand_slot[w_code >= 0])
+        # busy: slots holding or tracking a digit, and slots with a digit window
+        keep = w_code >= 0
+        cand_slot, cand_window = cand_slot[keep], cand_window[keep]
+        nonidle[cand_slot] = True
+        busy = np.flatnonzero(nonidle)
         if busy.size == 0:
             return []
+        row = np.searchsorted(busy, cand_slot)
         shape = (busy.size, n_halves)
         strict = np.full(shape, -1, dtype=np.int8)
         weak = np.full(shape, -1, dtype=np.int8)
         offsets = np.zeros(shape + (2,), dtype=np.float32)
-        row = np.minimum(np.searchsorted(busy, cand_slot), busy.size - 1)
-        keep = busy[row] == cand_slot
-        row, col = row[keep], cand_window[keep]
-        strict[row, col] = s_code[keep]
-        weak[row, col] = w_code[keep]
-        offsets[row, col] = offs[keep]
+        strict[row, cand_window] = s_code[keep]
+        weak[row, cand_window] = w_code[keep]
+        offsets[row, cand_window] = offs[keep]
         return self._run_machine(busy, strict, weak, offsets, buf_start)
 
     def _front_end(
@@ -454,36 +456,30 @@ class InbandDetector:
         """
         rows = samples.shape[0]
         hi = lo + rows
-        n_halves = spec.shape[0]
+        n_halves = spec.shape[1]
         rest_len = self._rest_len
-        # [halves, rows, HALF]: the first half completes the leftover samples
-        halves = self._scratch("halves", (n_halves, rows, HALF))
-        head = HALF - rest_len
-        halves[0, :, :rest_len] = self._rest[lo:hi, :rest_len]
-        halves[0, :, rest_len:] = samples[:, :head]
-        if n_halves > 1:
-            row_step, step = samples.strides
-            later = np.lib.stride_tricks.as_strided(
-                samples[:, head:],
-                shape=(n_halves - 1, rows, HALF),
-                strides=(HALF * step, row_step, step),
-                writeable=False,
-            )
-            np.copyto(halves[1:], later, casting="unsafe")
-        np.matmul(halves, _TABLE_T, out=spec[:, lo:hi])
-        np.einsum("hrk,hrk->hr", halves, halves, out=half_energy[1:, lo:hi])
-        square = self._scratch("square", (n_halves, rows, 16))
-        np.square(spec[:, lo:hi], out=square)
-        # [8, halves * rows] |X|^2, column by column: numpy is slow on operands like [n, 8]
-        power = self._scratch("power", (8, n_halves, rows))
+        # [rows, halves * HALF], row by row (the fast order to read the block in):
+        # the leftover samples, then the new ones
+        halves = self._scratch("halves", (rows, n_halves * HALF))
+        halves[:, :rest_len] = self._rest[lo:hi, :rest_len]
+        halves[:, rest_len:] = samples[:, : n_halves * HALF - rest_len]
+        flat = halves.reshape(-1, HALF)
+        part = spec[lo:hi].reshape(-1, 16)
+        np.matmul(flat, _TABLE_T, out=part)
+        by_half = halves.reshape(rows, n_halves, HALF)
+        np.einsum("rhk,rhk->hr", by_half, by_half, out=half_energy[1:, lo:hi])
+        square = self._scratch("square", part.shape)
+        np.square(part, out=square)
+        # [8, rows * halves] |X|^2, column by column: numpy is slow on operands like [n, 8]
+        power = self._scratch("power", (8, part.shape[0]))
         for tone in range(8):
-            np.add(square[:, :, tone], square[:, :, tone + 8], out=power[tone])
-        groups = power.reshape(2, 4, n_halves, rows)
-        peak = mag[:, 1:, lo:hi]
+            np.add(square[:, tone], square[:, tone + 8], out=power[tone])
+        groups = power.reshape(2, 4, -1)
+        peak = self._scratch("peak", (2, part.shape[0]))
         np.maximum(groups[:, 0], groups[:, 1], out=peak)
         np.maximum(peak, groups[:, 2], out=peak)
         np.maximum(peak, groups[:, 3], out=peak)
-        np.sqrt(peak, out=peak)
+        np.sqrt(peak.reshape(2, rows, n_halves).transpose(0, 2, 1), out=mag[:, 1:, lo:hi])
 
     def _second_pass(
         self, slots: npt.NDArray[np.intp], full: F32, energy: F32
