@@ -222,17 +222,25 @@ _OMEGA32: Final = _OMEGA.astype(np.float32)
 _TINY: Final = np.float32(1e-12)
 
 
-def _response(delta: F32, length: int) -> tuple[F32, F32]:
-    """sum(exp(j delta n), n = 0..length-1) as (real, imaginary): a length-sample window's
-    response at an offset of ``delta`` rad/sample.
+C64 = npt.NDArray[np.complex64]
 
-    Real float32 arithmetic throughout: numpy's float32 sin/cos are vectorised,
-    its complex exp is not (about 30x slower per element).
-    """
+
+def _unit(angle: F32) -> C64:
+    """exp(j angle) from float32 cos and sin: numpy's float32 sin/cos are vectorised,
+    its complex exp is not (about 30x slower per element)."""
+    unit = np.empty(angle.shape, dtype=np.complex64)
+    np.cos(angle, out=unit.real)
+    np.sin(angle, out=unit.imag)
+    return unit
+
+
+def _response(delta: F32, length: int) -> C64:
+    """sum(exp(j delta n), n = 0..length-1): a length-sample window's response at an
+    offset of ``delta`` rad/sample."""
     d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta)
-    ratio: F32 = np.sin(np.float32(0.5 * length) * d) / np.sin(np.float32(0.5) * d)
-    phase: F32 = np.float32(0.5 * (length - 1)) * d
-    return ratio * np.cos(phase), ratio * np.sin(phase)
+    ratio = np.sin(np.float32(0.5 * length) * d) / np.sin(np.float32(0.5) * d)
+    response: C64 = _unit(np.float32(0.5 * (length - 1)) * d) * ratio
+    return response
 
 
 # digit code (index in DIGITS) for low row r, high column c
@@ -551,45 +559,39 @@ class InbandDetector:
         col = np.argmax(pw[4:], axis=0) + 4
         # [2, n]: the low then the high winning tone of each window
         tones = np.stack([row, col])
-        raw_a_re, raw_a_im = first_re[tones, pick], first_im[tones, pick]
-        raw_b_re, raw_b_im = second_re[tones, pick], second_im[tones, pick]
-        a_re, a_im, b_re, b_im = raw_a_re, raw_a_im, raw_b_re, raw_b_im
+        raw_a = np.empty(tones.shape, dtype=np.complex64)
+        raw_a.real, raw_a.imag = first_re[tones, pick], first_im[tones, pick]
+        raw_b = np.empty(tones.shape, dtype=np.complex64)
+        raw_b.real, raw_b.imag = second_re[tones, pick], second_im[tones, pick]
+        a, b = raw_a, raw_b
         nominal = _OMEGA32[tones]
         half = np.float32(HALF)
         for _ in range(3):
             # phase step from the first half to the second: angle of conj(a) * b
-            step = np.arctan2(a_re * b_im - a_im * b_re, a_re * b_re + a_im * b_im)
-            delta = step / half
+            u = a.conj() * b
+            delta = np.arctan2(u.imag, u.real) / half
             fit_omega = nominal + delta
-            # (a + b e^{-j step}) / 2 = (c/2) D51(delta): c/2 is the half amplitude
-            cos_s, sin_s = np.cos(step), np.sin(step)
-            num_re = a_re + b_re * cos_s + b_im * sin_s
-            num_im = a_im + b_im * cos_s - b_re * sin_s
-            d_re, d_im = _response(delta, HALF)
-            scale = np.float32(0.5) / (d_re * d_re + d_im * d_im)
-            amp_re = (num_re * d_re + num_im * d_im) * scale
-            amp_im = (num_im * d_re - num_re * d_im) * scale
+            # (a + b e^{-j step}) / 2 = (c/2) D51(delta), c/2 the half amplitude; with
+            # e^{-j step} = conj(u) / |u|, b e^{-j step} = a |b| / |a|
+            abs_a = np.maximum(np.abs(a), _TINY)
+            scale = (abs_a + np.abs(b)) / abs_a
+            amp = a * scale / (np.float32(2.0) * _response(delta, HALF))
             # each tone's bins without the other tone's leakage (row 1 - i leaks into row i)
             offset = fit_omega[::-1] - nominal
-            d_re, d_im = _response(offset, HALF)
-            leak_re = amp_re[::-1] * d_re - amp_im[::-1] * d_im
-            leak_im = amp_re[::-1] * d_im + amp_im[::-1] * d_re
-            rot_re, rot_im = np.cos(offset * half), np.sin(offset * half)
-            a_re = raw_a_re - leak_re
-            a_im = raw_a_im - leak_im
-            b_re = raw_b_re - (leak_re * rot_re - leak_im * rot_im)
-            b_im = raw_b_im - (leak_re * rot_im + leak_im * rot_re)
+            leak = amp[::-1] * _response(offset, HALF)
+            a = raw_a - leak
+            b = raw_b - leak * _unit(offset * half)
         # residual in all 8 bins ([8, n]) after removing both fitted tones (full window)
-        w_re, w_im = _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
-        res_re = first_re + second_re
-        res_re -= (amp_re[:, None] * w_re - amp_im[:, None] * w_im).sum(axis=0)
-        res_im = first_im + second_im
-        res_im -= (amp_re[:, None] * w_im + amp_im[:, None] * w_re).sum(axis=0)
+        fitted = (
+            amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
+        ).sum(axis=0)
+        res_re = first_re + second_re - fitted.real
+        res_im = first_im + second_im - fitted.imag
         other = res_re * res_re + res_im * res_im
         other[row, pick] = 0.0
         other[col, pick] = 0.0
         # a fitted tone's bin value over the full window would be (c/2) * WINDOW
-        bin_power = (amp_re * amp_re + amp_im * amp_im) * np.float32(WINDOW**2)
+        bin_power = (amp.real * amp.real + amp.imag * amp.imag) * np.float32(WINDOW**2)
         bin_low, bin_high = bin_power[0], bin_power[1]
         peaks_ok = (other[:4].max(axis=0) * self._relative_peak <= bin_low) & (
             other[4:].max(axis=0) * self._relative_peak <= bin_high
