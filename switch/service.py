@@ -133,7 +133,7 @@ class SwitchSipService:
         await self._writer.start()
         restored = self._registrar.restore(
             await self._writer.load_bindings(time.time()), self._loop.time(), time.time())
-        self._metrics.registrations.set(len(self._registrar.all_bindings(self._loop.time())))
+        self._metrics.registrations.set(self._registrar.binding_count)
         bound = await self._driver.start(self._config.sip.host, self._config.sip.port)
         self._log.info("registrations.restored", count=restored)
         self._schedule_expiry()
@@ -223,7 +223,7 @@ class SwitchSipService:
                                contact=binding.contact, reason=reason)
             elif isinstance(event, BindingRefreshed):
                 pass
-        self._metrics.registrations.set(len(self._registrar.all_bindings(self._now())))
+        self._metrics.registrations.set(self._registrar.binding_count)
         self._schedule_expiry()
 
     # --- binding expiry: one timer handle at the next expiry ---------------------------

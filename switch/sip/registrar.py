@@ -208,6 +208,11 @@ class Registrar:
     def lookup(self, extension: str, now: float) -> list[Binding]:
         return self.location.lookup(extension, now)
 
+    @property
+    def binding_count(self) -> int:
+        """Bindings held, expired-but-not-yet-swept included (O(1), for gauges)."""
+        return len(self.location)
+
     def all_bindings(self, now: float) -> list[Binding]:
         return self.location.all_bindings(now)
 
