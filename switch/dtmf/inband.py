@@ -74,6 +74,7 @@ START_WINDOWS: Final = 4
 FREQUENCIES: Final = np.array(LOW_GROUP_HZ + HIGH_GROUP_HZ)
 
 F32 = npt.NDArray[np.float32]
+C64 = npt.NDArray[np.complex64]
 _Arr = TypeVar("_Arr", bound=npt.NDArray[Any])
 I8 = npt.NDArray[np.int8]
 
@@ -198,12 +199,12 @@ _END_CODES: Final = (int(_Action.END), int(_Action.END_AND_TRACK))
 
 
 def _build_table() -> F32:
-    """[16, 51] DFT table of a half-window: cos, then -sin, of the 8 DTMF frequencies."""
+    """[16, 51] DFT table of a half-window: cos and -sin of each DTMF frequency in turn,
+    so that a row of results viewed as complex64 is the 8 complex DFT values."""
     n = np.arange(HALF, dtype=np.float64)[None, :]
     omega = 2.0 * np.pi * FREQUENCIES[:, None] / SAMPLE_RATE
-    return np.ascontiguousarray(
-        np.concatenate([np.cos(omega * n), -np.sin(omega * n)]), dtype=np.float32
-    )
+    table = np.stack([np.cos(omega * n), -np.sin(omega * n)], axis=1).reshape(16, HALF)
+    return np.ascontiguousarray(table, dtype=np.float32)
 
 
 _TABLE_T: Final = np.ascontiguousarray(_build_table().T)
@@ -212,17 +213,13 @@ _CHUNK_ROWS: Final = 1024
 _OMEGA: Final = 2.0 * np.pi * FREQUENCIES / SAMPLE_RATE
 # A half's DFT value with the phase reference moved HALF samples earlier is the
 # value times exp(-j omega HALF): how the second half of a window joins the first.
-_ROT_RE: Final = np.cos(_OMEGA * HALF).astype(np.float32)[:, None, None]
-_ROT_IM: Final = (-np.sin(_OMEGA * HALF)).astype(np.float32)[:, None, None]
+_ROTATION: Final = np.exp(-1j * _OMEGA * HALF).astype(np.complex64)[:, None, None]
 _BOUND_MARGIN: Final = 1.001
 """Slack on the first pass's upper bounds so float rounding can never drop a window."""
 
 
 _OMEGA32: Final = _OMEGA.astype(np.float32)
 _TINY: Final = np.float32(1e-12)
-
-
-C64 = npt.NDArray[np.complex64]
 
 
 def _unit(angle: F32) -> C64:
@@ -392,9 +389,10 @@ class InbandDetector:
         new_used = n_halves * HALF - rest_len
         cap = self._capacity
         n_rest = n_new - new_used
-        # Per half: DFT values [slots, halves, 16] (real parts, then imaginary
-        # parts); energies [1 + halves, slots] and group peak magnitudes
-        # [2, 1 + halves, slots], row 0 being the previous call's last half.
+        # Per half: DFT values [slots, halves, 16] (real and imaginary part of
+        # each tone in turn: complex64 [slots, halves, 8]); energies
+        # [1 + halves, slots] and group peak magnitudes [2, 1 + halves, slots],
+        # row 0 being the previous call's last half.
         spec = self._scratch("spec", (cap, n_halves, 16))
         half_energy = self._scratch("half_energy", (n_halves + 1, cap))
         half_energy[0] = self._prev_energy
@@ -418,10 +416,10 @@ class InbandDetector:
         slots = np.flatnonzero(flag.any(axis=0) & self._in_use | nonidle)
         windows = None
         if slots.size:
-            # [16, 1 + halves, slots]: the previous half, then this call's halves
-            full = np.empty((16, n_halves + 1, slots.size), dtype=np.float32)
-            full[:, 0] = self._prev_spec[slots].T
-            full[:, 1:] = spec[slots].transpose(2, 1, 0)
+            # [8, 1 + halves, slots]: the previous half, then this call's halves
+            full = np.empty((8, n_halves + 1, slots.size), dtype=np.complex64)
+            full[:, 0] = self._prev_spec[slots].view(np.complex64).T
+            full[:, 1:] = spec[slots].view(np.complex64).transpose(2, 1, 0)
             windows = self._second_pass(slots, full, energy[:, slots])
         self._prev_spec[:] = spec[:, -1]
         self._prev_energy[:] = half_energy[-1]
@@ -481,7 +479,7 @@ class InbandDetector:
         # [8, rows * halves] |X|^2, column by column: numpy is slow on operands like [n, 8]
         power = self._scratch("power", (8, part.shape[0]))
         for tone in range(8):
-            np.add(square[:, tone], square[:, tone + 8], out=power[tone])
+            np.add(square[:, 2 * tone], square[:, 2 * tone + 1], out=power[tone])
         groups = power.reshape(2, 4, -1)
         peak = self._scratch("peak", (2, part.shape[0]))
         np.maximum(groups[:, 0], groups[:, 1], out=peak)
@@ -490,24 +488,21 @@ class InbandDetector:
         np.sqrt(peak.reshape(2, rows, n_halves).transpose(0, 2, 1), out=mag[:, 1:, lo:hi])
 
     def _second_pass(
-        self, slots: npt.NDArray[np.intp], full: F32, energy: F32
+        self, slots: npt.NDArray[np.intp], full: C64, energy: F32
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], I8, I8, F32] | None:
         """Overlapping windows of the flagged slots: pre-checks, then the full checks.
 
-        ``full`` is ``[16, 1 + halves, slots]`` half-window DFT values,
+        ``full`` is ``[8, 1 + halves, slots]`` half-window DFT values,
         ``energy`` ``[halves, slots]`` the windows' energies.  Returns, for
         each window passing the pre-checks, its slot, its index, the strict
         and weak digit codes and the tones' offsets; None when none does.
         """
         first = full[:, :-1]
-        later = full[:, 1:]
         # window = first half + second half rotated to the window's phase reference
-        sec_re = _ROT_RE * later[:8] - _ROT_IM * later[8:]
-        sec_im = _ROT_RE * later[8:] + _ROT_IM * later[:8]
-        win_re = first[:8] + sec_re
-        win_im = first[8:] + sec_im
-        power = win_re * win_re
-        power += win_im * win_im
+        second = _ROTATION * full[:, 1:]
+        window_value = first + second
+        power = np.square(window_value.real)
+        power += np.square(window_value.imag)
         low_max = power[:4].max(axis=0)
         high_max = power[4:].max(axis=0)
         # Cheap pre-checks on the raw bins, loose enough never to drop a window
@@ -526,16 +521,12 @@ class InbandDetector:
         s_code, w_code, offs = self._classify(
             power[:, window, row],
             energy[window, row],
-            first[:8, window, row],
-            first[8:, window, row],
-            sec_re[:, window, row],
-            sec_im[:, window, row],
+            first[:, window, row],
+            second[:, window, row],
         )
         return slots[row], window, s_code, w_code, offs
 
-    def _classify(
-        self, pw: F32, tot: F32, first_re: F32, first_im: F32, second_re: F32, second_im: F32
-    ) -> tuple[I8, I8, F32]:
+    def _classify(self, pw: F32, tot: F32, first: C64, second: C64) -> tuple[I8, I8, F32]:
         """Full checks on the gated windows: strict digit, weak digit (-1 for none), offsets.
 
         The offsets are the signed relative frequency offsets of the two tones,
@@ -559,10 +550,7 @@ class InbandDetector:
         col = np.argmax(pw[4:], axis=0) + 4
         # [2, n]: the low then the high winning tone of each window
         tones = np.stack([row, col])
-        raw_a = np.empty(tones.shape, dtype=np.complex64)
-        raw_a.real, raw_a.imag = first_re[tones, pick], first_im[tones, pick]
-        raw_b = np.empty(tones.shape, dtype=np.complex64)
-        raw_b.real, raw_b.imag = second_re[tones, pick], second_im[tones, pick]
+        raw_a, raw_b = first[tones, pick], second[tones, pick]
         a, b = raw_a, raw_b
         nominal = _OMEGA32[tones]
         half = np.float32(HALF)
@@ -585,9 +573,9 @@ class InbandDetector:
         fitted = (
             amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
         ).sum(axis=0)
-        res_re = first_re + second_re - fitted.real
-        res_im = first_im + second_im - fitted.imag
-        other = res_re * res_re + res_im * res_im
+        residual = first + second - fitted
+        other = np.square(residual.real)
+        other += np.square(residual.imag)
         other[row, pick] = 0.0
         other[col, pick] = 0.0
         # a fitted tone's bin value over the full window would be (c/2) * WINDOW
