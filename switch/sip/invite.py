@@ -64,6 +64,11 @@ Decisions on the open questions
   layer's business (§13.2.2.4 would want one).
 * A re-INVITE or 481/408 to our in-dialog request ends the dialog (§12.2.1.2):
   408 with a BYE, 481 without (the peer has no dialog).
+* An offer byte-identical to the last remote SDP (same o= version: nothing
+  changed, RFC 3264 §8), as in a session refresh (RFC 4028 §7.4), is answered
+  by the session itself with our last SDP; the call layer sees only
+  ``ModificationCompleted``.  Our own refresh is a bare UPDATE when the peer
+  allows UPDATE, else a re-INVITE repeating our last SDP.
 * Responses to requests the call layer sends itself (INFO, REFER, NOTIFY)
   are not this usage's; peer requests other than INVITE/UPDATE/BYE/ACK/CANCEL
   are passed up as ``InDialogRequestReceived`` after the §12.2.2 checks.
