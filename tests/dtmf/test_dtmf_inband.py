@@ -162,3 +162,12 @@ def test_slot_by_slot_and_vectorised_digit_machines_agree(monkeypatch: pytest.Mo
         runs.append(siggen.run_switch(cases, tick=160))
     assert runs[0] == runs[1]
     assert sum(len(r) for r in runs[0]) >= 100
+
+
+def test_table_rows_the_machine_shortcuts_rely_on() -> None:
+    """The digit machine skips IDLE + NONE and steps a held digit in one go."""
+    S, W = inband.DetectorState, inband.WindowInput
+    nothing = inband._Action.NOTHING
+    assert inband.TRANSITIONS[(S.IDLE, W.NONE)] == (S.IDLE, nothing)
+    assert inband.TRANSITIONS[(S.ACTIVE, W.SAME)] == (S.ACTIVE, nothing)
+    assert inband.TRANSITIONS[(S.GAP, W.SAME)] == (S.ACTIVE, nothing)
