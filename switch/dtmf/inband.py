@@ -233,10 +233,10 @@ def _unit(angle: F32) -> C64:
     return unit
 
 
-def _response(delta: F32, length: int) -> C64:
+def _response(delta: F32, length: int, *, near_zero: bool = True) -> C64:
     """sum(exp(j delta n), n = 0..length-1): a length-sample window's response at an
-    offset of ``delta`` rad/sample."""
-    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta)
+    offset of ``delta`` rad/sample (``near_zero=False``: ``delta`` is known not to be 0)."""
+    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta) if near_zero else delta
     ratio = np.sin(np.float32(0.5 * length) * d) / np.sin(np.float32(0.5) * d)
     response: C64 = _unit(np.float32(0.5 * (length - 1)) * d) * ratio
     return response
@@ -264,6 +264,7 @@ class InbandDetector:
         self._rest = np.zeros((0, HALF), dtype=np.float32)
         self._rest_len = 0
         self._prev_spec = np.zeros((0, 16), dtype=np.float32)
+        self._next_spec = np.zeros((0, 16), dtype=np.float32)
         self._prev_mag = np.zeros((2, 0), dtype=np.float32)
         self._prev_energy = np.zeros(0, dtype=np.float32)
         self._state = np.zeros(0, dtype=np.int8)
@@ -308,6 +309,7 @@ class InbandDetector:
     def _reset(self, slot: int) -> None:
         self._rest[slot] = 0.0
         self._prev_spec[slot] = 0.0
+        self._next_spec[slot] = 0.0
         self._prev_mag[:, slot] = 0.0
         self._prev_energy[slot] = 0.0
         self._state[slot] = DetectorState.IDLE
@@ -325,6 +327,7 @@ class InbandDetector:
         self._in_use = grown(self._in_use, False)
         self._rest = grown(self._rest, 0.0)
         self._prev_spec = grown(self._prev_spec, 0.0)
+        self._next_spec = grown(self._next_spec, 0.0)
         self._prev_mag = grown(self._prev_mag, 0.0, axis=1)
         self._prev_energy = grown(self._prev_energy, 0.0)
         self._state = grown(self._state, 0)
@@ -403,6 +406,8 @@ class InbandDetector:
         for lo in range(0, cap, _CHUNK_ROWS):
             hi = min(cap, lo + _CHUNK_ROWS)
             self._front_end(samples[lo:hi], lo, spec, half_energy, mag)
+            # while the rows are in cache; becomes _prev_spec after the second pass
+            self._next_spec[lo:hi] = spec[lo:hi, -1]
             self._rest[lo:hi, :n_rest] = samples[lo:hi, new_used:]
         self._rest_len = n_rest
         # A window's bin value is its first half's value plus its second half's,
@@ -423,7 +428,7 @@ class InbandDetector:
             full[:, 0] = self._prev_spec[slots].view(np.complex64).T
             full[:, 1:] = spec[slots].view(np.complex64).transpose(2, 1, 0)
             windows = self._second_pass(slots, full, energy[:, slots])
-        self._prev_spec[:] = spec[:, -1]
+        self._prev_spec, self._next_spec = self._next_spec, self._prev_spec
         self._prev_energy[:] = half_energy[-1]
         self._prev_mag[:] = mag[:, -1]
         if windows is None:
@@ -570,9 +575,10 @@ class InbandDetector:
             abs_a = np.maximum(np.abs(a), _TINY)
             scale = (abs_a + np.abs(b)) / abs_a
             amp = a * scale / (np.float32(2.0) * _response(delta, HALF))
-            # each tone's bins without the other tone's leakage (row 1 - i leaks into row i)
+            # each tone's bins without the other tone's leakage (row 1 - i leaks into row i);
+            # the groups are 268 Hz or more apart, a fitted offset at most 78 Hz: never 0
             offset = fit_omega[::-1] - nominal
-            leak = amp[::-1] * _response(offset, HALF)
+            leak = amp[::-1] * _response(offset, HALF, near_zero=False)
             a = raw_a - leak
             b = raw_b - leak * _unit(offset * half)
         # residual in all 8 bins ([8, n]) after removing both fitted tones (full window)
@@ -713,6 +719,9 @@ class InbandDetector:
                 strict_j = s_row[j]
                 if state == _IDLE and strict_j < 0:
                     continue  # IDLE + NONE changes nothing (see the table)
+                if state == _ACTIVE and w_row[j] == tracked:
+                    last_end = w_starts[j] + w_length  # ACTIVE + SAME: the digit goes on
+                    continue
                 confirmed = state >= _ACTIVE
                 seen = w_row[j] if confirmed else strict_j
                 low, high = o_row[j]
