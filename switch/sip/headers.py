@@ -392,6 +392,10 @@ class Credentials:
         return self.params.get(name.lower())
 
 
+# One auth-param (RFC 7616 §3.3): name = token / quoted-string, then a comma or the end.
+_AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s,"]*)[ \t]*(?:,|$)')
+
+
 def parse_auth(value: str) -> Credentials:
     """``scheme param=value, param="value", ...`` (comma-separated auth-params)."""
     text = value.strip()
@@ -402,35 +406,25 @@ def parse_auth(value: str) -> Credentials:
     if not scheme or not is_token(scheme):
         raise ParseError(f"bad auth scheme in {value!r}")
     params: dict[str, str] = {}
-    i = space
+    pos = space
     n = len(text)
-    while i < n:
-        while i < n and text[i] in " \t,":
-            i += 1
-        if i >= n:
-            break
-        start = i
-        while i < n and text[i] not in "= \t,":
-            i += 1
-        name = text[start:i].lower()
-        while i < n and text[i] in " \t":
-            i += 1
-        if i >= n or text[i] != "=" or not name:
+    while pos < n and text[pos] in " \t,":
+        pos += 1
+    match_at = _AUTH_PARAM.match
+    while pos < n:
+        match = match_at(text, pos)
+        if match is None:
             raise ParseError(f"bad auth parameter in {value!r}")
-        i += 1
-        while i < n and text[i] in " \t":
-            i += 1
-        if i < n and text[i] == '"':
-            end = _scan_quoted(text, i)
-            params[name] = unquote(text[i:end])
-            i = end
-        else:
-            start = i
-            while i < n and text[i] not in " \t,":
-                i += 1
-            params[name] = text[start:i]
-        if name in params and params[name] == "" and text[i - 1:i] != '"':
+        name, raw = match.groups()
+        if raw.startswith('"'):
+            params[name.lower()] = unquote(raw)
+        elif not raw:
             raise ParseError(f"empty auth parameter {name!r}")
+        else:
+            params[name.lower()] = raw
+        pos = match.end()
+        while pos < n and text[pos] in " \t,":
+            pos += 1
     return Credentials(scheme, params)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import unquote
 
 from switch.sip.errors import ParseError, UnsupportedUriScheme
@@ -192,8 +193,13 @@ def parse_sip_uri(text: str) -> SipUri:
     return SipUri(lscheme, host, user, password, port, _split_params(param_text, text), headers)
 
 
+@lru_cache(maxsize=8192)
 def parse_uri(text: str) -> Uri:
-    """Parse any URI a SIP message may carry; unknown schemes become AbsoluteUri."""
+    """Parse any URI a SIP message may carry; unknown schemes become AbsoluteUri.
+
+    Cached: the values are frozen, and the same URIs come back on every
+    refresh (To, Contact, Request-URI of a phone's REGISTER).  Errors are not
+    cached (lru_cache does not keep exceptions)."""
     if any(ch in text for ch in " \t\r\n<>"):
         raise ParseError(f"whitespace or angle bracket in URI {text!r}")
     scheme, colon, rest = text.partition(":")
