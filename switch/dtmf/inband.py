@@ -184,7 +184,7 @@ _TRACKS[[_Action.TRACK, _Action.END_AND_TRACK]] = True
 """Actions that start tracking the window's digit."""
 _STEPS: Final = list(zip(_NEXT_FLAT.tolist(), _ACTION_FLAT.tolist(), strict=True))
 """(next state, action) per state * len(WindowInput) + input, as Python ints."""
-_STEP_EACH_MAX: Final = 200
+_STEP_EACH_MAX: Final = 1000
 """Slot-windows up to which the machine steps slot by slot in Python ints, above which
 it steps all slots window by window in numpy (measured crossover: fixed numpy call
 costs against about 1.5 µs per slot-window in Python)."""
@@ -273,6 +273,7 @@ class InbandDetector:
         self._last_end = np.zeros(0, dtype=np.float64)
         self._run_offsets = np.zeros((0, 2), dtype=np.float32)
         self._work: dict[str, F32] = {}
+        self._views: dict[tuple[str, tuple[int, ...]], F32] = {}
         self._grow(max(1, capacity))
         self._set_thresholds()
 
@@ -359,12 +360,20 @@ class InbandDetector:
 
     def _scratch(self, name: str, shape: tuple[int, ...]) -> F32:
         """A persistent float32 work array of ``shape``: fresh arrays per call cost page faults."""
+        view = self._views.get((name, shape))
+        if view is not None:
+            return view
         size = math.prod(shape)
         buffer = self._work.get(name)
         if buffer is None or buffer.size < size:
             buffer = np.empty(size, dtype=np.float32)
             self._work[name] = buffer
-        return buffer[:size].reshape(shape)
+            self._views = {key: v for key, v in self._views.items() if key[0] != name}
+        if len(self._views) > 256:
+            self._views.clear()  # many block sizes: keep the cache bounded
+        view = buffer[:size].reshape(shape)
+        self._views[(name, shape)] = view
+        return view
 
     def process(
         self, block: npt.ArrayLike, now: float
