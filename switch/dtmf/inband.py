@@ -4,21 +4,32 @@ Theory of operation
 -------------------
 One :meth:`InbandDetector.process` call takes a ``[capacity, samples]`` block
 holding the newest audio of *every* channel slot and runs the whole detector
-for all of them with a handful of numpy calls; per-slot state (leftover
-samples, the previous half-window, the digit state machine) carries over to
-the next call.  The media layer appends decoded G.711 to per-channel buffers
-and calls this once per tick (DESIGN.md "Media and DTMF").
+for all of them with a fixed number of numpy calls (no Python loop over
+slots on the common path); per-slot state (leftover samples, the previous
+half-window's spectrum, the digit state machine) carries over to the next
+call.  The media layer appends decoded G.711 to per-channel buffers and
+calls this once per tick (DESIGN.md "Media and DTMF").
 
-Spectral analysis.  Audio is cut into 51-sample half-windows.  One matrix
-product ``halves @ TABLE`` gives, for each half and each of the 8 DTMF
-frequencies, the complex DFT value twice: once with the phase reference at
-the half's own start ("first half" columns) and once rotated by 51 samples
-("second half" columns).  The 102-sample analysis window (12.75 ms, the
-spandsp/Asterisk block) at hop 51 is then the sum of the first-half columns
-of half ``h`` and the second-half columns of half ``h + 1``: overlapping
-windows at no extra matrix cost.  The phase step between the two halves of
-a window is ``2 * pi * (f_true - f_bin) * 51 / 8000``: a frequency estimate
+Spectral analysis.  Audio is cut into 51-sample half-windows.  One float32
+matrix product ``halves @ TABLE`` gives, for each half and each of the 8
+DTMF frequencies, the complex DFT value with the phase reference at the
+half's start.  The 102-sample analysis window (12.75 ms, the
+spandsp/Asterisk block) at hop 51 is the sum of half ``h``'s value and half
+``h + 1``'s rotated by ``exp(-j omega 51)``: overlapping windows at no extra
+matrix cost.  The phase step between the two halves of a window is
+``2 * pi * (f_true - f_bin) * 51 / 8000``: a frequency estimate
 (unambiguous within ±78 Hz) for the two winning tones.
+
+Two passes.  The first runs on every slot, in cache-sized chunks of slots:
+the matrix product, each half's energy and each group's peak magnitude.  A
+window's bin magnitude is at most the sum of its halves' magnitudes, so
+these bounds give, per slot, whether any window *could* pass the level and
+tone-share pre-checks of the second pass; most slots (silence, most
+speech) cannot and stop there.  The second pass forms the overlapping
+windows only for the slots flagged, plus every slot whose digit machine is
+not idle, applies the exact pre-checks and runs the full checks below on
+the windows that pass.  The bound only skips windows the exact pre-checks
+would reject, so the result is the same as checking every window.
 
 Per-window decision (spandsp/Asterisk checks plus what they lack):
 
@@ -41,13 +52,15 @@ A window passing all checks is *strict*; one passing 1-2 with a relaxed
 energy share (50 %) and frequency (±3.5 %) is *weak*: weak windows keep an
 already confirmed digit alive but never start one (hysteresis).
 
-Digit state machine (table below, one row per slot, vectorised over slots):
-a digit starts after ``START_WINDOWS`` (4) consecutive strict windows of the
-same digit.  Windows are 12.75 ms long at a 6.375 ms hop, and at most three
-such windows fit inside a 23 ms tone with 80 % coverage each, while four
-full windows fit in any 40 ms tone whatever its alignment: 40 ms tones are
-accepted, 20-23 ms tones rejected.  A digit ends after two consecutive
-windows that do not hold it.
+Digit state machine (table below): stepped only for busy slots (a digit
+window in the block, or not idle), one slot at a time in Python ints when
+few, window by window vectorised over slots in numpy when many; both read
+the same compiled table.  A digit starts after ``START_WINDOWS`` (4)
+consecutive strict windows of the same digit.  Windows are 12.75 ms long at
+a 6.375 ms hop, and at most three such windows fit inside a 23 ms tone with
+80 % coverage each, while four full windows fit in any 40 ms tone whatever
+its alignment: 40 ms tones are accepted, 20-23 ms tones rejected.  A digit
+ends after two consecutive windows that do not hold it.
 """
 
 from __future__ import annotations
