@@ -246,10 +246,10 @@ def _unit(angle: F32) -> C64:
     return unit
 
 
-def _response(delta: F32, length: int, *, near_zero: bool = True) -> C64:
+def _response(delta: F32, length: int) -> C64:
     """sum(exp(j delta n), n = 0..length-1): a length-sample window's response at an
-    offset of ``delta`` rad/sample (``near_zero=False``: ``delta`` is known not to be 0)."""
-    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta) if near_zero else delta
+    offset of ``delta`` rad/sample."""
+    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta)
     ratio = np.sin(np.float32(0.5 * length) * d) / np.sin(np.float32(0.5) * d)
     response: C64 = _unit(np.float32(0.5 * (length - 1)) * d) * ratio
     return response
@@ -592,17 +592,18 @@ class InbandDetector:
             u = a.conj() * b
             delta = np.arctan2(u.imag, u.real) / half
             fit_omega = nominal + delta
+            # [2, 2, n]: each tone's own offset, and the other tone's offset from its bin
+            offset = np.stack([delta, fit_omega[::-1] - nominal])
+            response = _response(offset, HALF)
             # (a + b e^{-j step}) / 2 = (c/2) D51(delta), c/2 the half amplitude; with
             # e^{-j step} = conj(u) / |u|, b e^{-j step} = a |b| / |a|
             abs_a = np.maximum(np.abs(a), _TINY)
             scale = (abs_a + np.abs(b)) / abs_a
-            amp = a * scale / (np.float32(2.0) * _response(delta, HALF))
-            # each tone's bins without the other tone's leakage (row 1 - i leaks into row i);
-            # the groups are 268 Hz or more apart, a fitted offset at most 78 Hz: never 0
-            offset = fit_omega[::-1] - nominal
-            leak = amp[::-1] * _response(offset, HALF, near_zero=False)
+            amp = a * scale / (np.float32(2.0) * response[0])
+            # each tone's bins without the other tone's leakage (row 1 - i leaks into row i)
+            leak = amp[::-1] * response[1]
             a = raw_a - leak
-            b = raw_b - leak * _unit(offset * half)
+            b = raw_b - leak * _unit(offset[1] * half)
         # residual in all 8 bins ([8, n]) after removing both fitted tones (full window)
         fitted = (
             amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
