@@ -1,0 +1,694 @@
+"""The media engine: RTP/RTCP port pairs per leg, the relay between bridged legs,
+the per-tick work (taps, playback, inactivity, metrics).  See docs/MEDIA-API.md.
+
+One ``loop.call_at`` chain ticks the whole engine (default every 20 ms).  A
+tick
+
+1. decodes the G.711 payloads every tapped leg buffered since the previous
+   tick — one table lookup per codec over all legs at once — and hands them
+   (and the RFC 4733 packets) to the taps;
+2. packetises the next 20 ms of every playing leg (frames of all legs encoded
+   together), with the leg's output SSRC and continuous sequence numbers and
+   timestamps (RFC 3550 §5.1), marker on the first packet (RFC 3551 §4.1);
+3. now and then, reports legs that expect media but received none for
+   ``inactivity_timeout`` (``MediaTimedOut``);
+4. adds the packets counted since the previous tick to
+   ``switch_rtp_packets_total``.
+
+The per-packet path is in relay.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from switch.dtmf.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from switch.logs import get_logger
+from switch.media.errors import MediaError, MediaUnavailable
+from switch.media.events import MediaEvent, MediaTimedOut, PlaybackFinished, RemoteLatched
+from switch.media.model import DIRECTIONS, AudioSource, AudioTap, LegConfig, Pcm
+from switch.media.player import FrameReader
+from switch.media.ports import PortPool
+from switch.media.relay import FRAME_SAMPLES, _RtcpReceiver, _RtpReceiver, _Sender
+from switch.media.rtp import HEADER
+
+if TYPE_CHECKING:
+    from switch.metrics import Metrics
+
+__all__ = ["MediaEngine", "MediaLeg", "MediaStats"]
+
+_log = get_logger("switch.media")
+
+_SENDING: Final = frozenset({"sendrecv", "sendonly"})
+_G711: Final = frozenset({"PCMU", "PCMA"})
+_UNSPECIFIED_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
+_MAX_PLAYBACK_LAG: Final = 0.1
+"""A player more than this behind (the loop stalled) restarts its clock instead of bursting."""
+
+
+class MediaStats:
+    """Live counters of one leg (read them any time; they stay after the leg is closed).
+
+    ``lost`` and ``jitter`` are those of RFC 3550 §6.4.1 (A.3, A.8) for what the
+    phone sends us; ``jitter`` is in timestamp units, ``jitter_ms`` in milliseconds.
+    """
+
+    __slots__ = ("_rtcp", "_rx", "_sender")
+
+    def __init__(self, rx: _RtpReceiver, sender: _Sender, rtcp: _RtcpReceiver) -> None:
+        self._rx = rx
+        self._sender = sender
+        self._rtcp = rtcp
+
+    @property
+    def packets_in(self) -> int:
+        return self._rx.packets
+
+    @property
+    def bytes_in(self) -> int:
+        return self._rx.octets
+
+    @property
+    def packets_out(self) -> int:
+        return self._sender.packets
+
+    @property
+    def bytes_out(self) -> int:
+        return self._sender.octets
+
+    @property
+    def expected(self) -> int:
+        source = self._rx.source
+        return source.total_expected if source is not None else 0
+
+    @property
+    def lost(self) -> int:
+        source = self._rx.source
+        return source.lost if source is not None else 0
+
+    @property
+    def jitter(self) -> float:
+        source = self._rx.source
+        return source.jitter if source is not None else 0.0
+
+    @property
+    def jitter_ms(self) -> float:
+        return 1000.0 * self.jitter / self._rx.rate
+
+    @property
+    def last_rx(self) -> float | None:
+        """``time.monotonic()`` of the last RTP packet accepted."""
+        return self._rx.last_rx
+
+    @property
+    def ssrc_in(self) -> int | None:
+        source = self._rx.source
+        return source.ssrc if source is not None else None
+
+    @property
+    def ssrc_out(self) -> int:
+        return self._sender.ssrc
+
+    @property
+    def malformed(self) -> int:
+        """RTP packets dropped as short, not version 2 or with a header overrunning them."""
+        return self._rx.malformed
+
+    @property
+    def ignored(self) -> int:
+        """RTP packets dropped because they came from another source than the latched one."""
+        return self._rx.ignored
+
+    @property
+    def rtcp_in(self) -> int:
+        return self._rtcp.packets
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        return {name: getattr(self, name) for name in (
+            "packets_in", "packets_out", "bytes_in", "bytes_out", "expected", "lost", "jitter",
+            "jitter_ms", "last_rx", "malformed", "ignored", "rtcp_in")}
+
+
+class _Playback:
+    __slots__ = ("alaw", "next_time", "pt", "reader")
+
+    def __init__(self, reader: FrameReader, pt: int, alaw: bool, start: float) -> None:
+        self.reader = reader
+        self.pt = pt
+        self.alaw = alaw
+        self.next_time = start
+
+
+class MediaLeg:
+    """One leg's RTP/RTCP port pair.  Created by ``MediaEngine.open_leg`` only."""
+
+    __slots__ = ("_closed", "_expect_since", "_expecting", "_open_sockets", "_peer", "_player",
+                 "_rtcp", "_rx", "_sender", "_silence_reported", "_taps", "config", "id",
+                 "local_host", "local_port", "rtcp_port", "stats")
+
+    def __init__(self, leg_id: str, host: str, port: int, rx: _RtpReceiver, sender: _Sender,
+                 rtcp: _RtcpReceiver) -> None:
+        self.id = leg_id
+        self.local_host = host
+        self.local_port = port
+        """Write this into the SDP we send on this leg (m= port; RTCP is port + 1)."""
+        self.rtcp_port = port + 1
+        self.config: LegConfig | None = None
+        self.stats = MediaStats(rx, sender, rtcp)
+        self._rx = rx
+        self._sender = sender
+        self._rtcp = rtcp
+        self._peer: MediaLeg | None = None
+        self._taps: list[AudioTap] = []
+        self._player: _Playback | None = None
+        self._open_sockets = 2
+        self._closed = False
+        self._expecting = False
+        self._expect_since = 0.0
+        self._silence_reported: float | None = None
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where we send to: the latched source (symmetric RTP) or else the SDP address."""
+        addr = self._sender.addr
+        return None if addr is None else (addr[0], addr[1])
+
+    @property
+    def latched(self) -> bool:
+        return self._rx.latched is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<MediaLeg {self.id} {self.local_host}:{self.local_port} -> {self.remote}>"
+
+
+def _usable(remote: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The SDP address, unless it is the hold form (c=0.0.0.0, RFC 3264 §8.4) or port 0."""
+    if remote is None or remote[1] == 0 or remote[0] in _UNSPECIFIED_HOSTS:
+        return None
+    return remote
+
+
+def _pt_map(src: LegConfig | None, dst: LegConfig | None) -> bytes | None:
+    """Payload type translation between legs that numbered the same codecs differently
+    (dynamic PTs, RFC 3551 §6); None if every PT passes unchanged."""
+    if src is None or dst is None or not dst.payload_types:
+        return None
+    by_codec: dict[tuple[str, int, int], int] = {}
+    for pt, codec in dst.payload_types.items():
+        by_codec.setdefault(codec.key, pt)
+    table = bytearray(range(128))
+    for pt, codec in src.payload_types.items():
+        if 0 <= pt < 128:
+            table[pt] = by_codec.get(codec.key, 0xFF)
+    if src.telephone_event_pt is not None:
+        table[src.telephone_event_pt] = (dst.telephone_event_pt
+                                         if dst.telephone_event_pt is not None else 0xFF)
+    return None if table == bytearray(range(128)) else bytes(table)
+
+
+class MediaEngine:
+    """Anchored RTP for every leg of every call (docs/MEDIA-API.md)."""
+
+    def __init__(self, *, host: str, port_min: int, port_max: int,
+                 inactivity_timeout: float = 60.0, tick_interval: float = 0.02,
+                 on_event: Callable[[MediaEvent], None] | None = None,
+                 metrics: Metrics | None = None, relatch_packets: int = 50,
+                 receive_buffer: int = 1 << 17) -> None:
+        if tick_interval <= 0:
+            raise ValueError("tick_interval must be positive")
+        self.host = host
+        self.inactivity_timeout = inactivity_timeout
+        self.tick_interval = tick_interval
+        self.on_event = on_event
+        self.relatch_packets = max(1, relatch_packets)
+        self.receive_buffer = receive_buffer
+        self._metrics = metrics
+        self._pool = PortPool(port_min, port_max)
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._legs: dict[str, MediaLeg] = {}
+        self._tapped: dict[str, MediaLeg] = {}
+        self._playing: dict[str, MediaLeg] = {}
+        self._releasing = 0
+        self._released = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self._next_inactivity_check = 0.0
+        self._inactivity_every = min(1.0, max(tick_interval, inactivity_timeout / 4))
+        self._closed_in = 0
+        self._closed_out = 0
+        self._reported_in = 0
+        self._reported_out = 0
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if self._timer is None:
+            self._next_tick = loop.time() + self.tick_interval
+            self._timer = loop.call_at(self._next_tick, self._on_timer)
+
+    async def stop(self) -> None:
+        """Close every leg and wait until all their ports are back in the pool."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for leg in list(self._legs.values()):
+            self.close_leg(leg)
+        while self._releasing:
+            self._released.clear()
+            await self._released.wait()
+        self._flush_metrics()
+
+    @property
+    def free_ports(self) -> int:
+        """RTP/RTCP pairs left in the pool."""
+        return len(self._pool)
+
+    @property
+    def legs(self) -> int:
+        return len(self._legs)
+
+    # --- legs ---
+
+    async def open_leg(self, leg_id: str) -> MediaLeg:
+        """Bind an RTP/RTCP pair from the pool (pairs in use elsewhere are skipped)."""
+        if leg_id in self._legs:
+            raise MediaError(f"media leg {leg_id!r} is already open")
+        loop = asyncio.get_running_loop()
+        while True:
+            for _ in range(len(self._pool)):
+                port = self._pool.take()
+                pair = self._bind_pair(port)
+                if pair is None:
+                    self._pool.give(port)
+                    continue
+                return await self._make_leg(loop, leg_id, port, *pair)
+            if not self._releasing:
+                raise MediaUnavailable(
+                    f"no free RTP port pair in {self._pool.port_min}-{self._pool.port_max}")
+            # closed legs whose sockets the loop has not released yet
+            self._released.clear()
+            await self._released.wait()
+
+    def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        bound: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                sock = socket.socket(self._family, socket.SOCK_DGRAM)
+                bound.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+                sock.setblocking(False)
+                sock.bind((self.host, p))
+        except OSError:
+            for sock in bound:
+                sock.close()
+            return None
+        return bound[0], bound[1]
+
+    async def _make_leg(self, loop: asyncio.AbstractEventLoop, leg_id: str, port: int,
+                        rtp_sock: socket.socket, rtcp_sock: socket.socket) -> MediaLeg:
+        sender = _Sender()
+        holder: list[MediaLeg] = []
+
+        def closed() -> None:
+            self._on_socket_closed(holder[0])
+
+        rx = _RtpReceiver(sender, self.relatch_packets,
+                          lambda addr: self._on_latch(holder[0], addr), closed)
+        rtcp = _RtcpReceiver(closed)
+        try:
+            await loop.create_datagram_endpoint(lambda: rx, sock=rtp_sock)
+        except BaseException:
+            rtp_sock.close()
+            rtcp_sock.close()
+            self._pool.give(port)
+            raise
+        try:
+            await loop.create_datagram_endpoint(lambda: rtcp, sock=rtcp_sock)
+        except BaseException:
+            rtcp_sock.close()
+            rx.on_closed = lambda: self._pool.give(port)
+            assert rx.transport is not None
+            rx.transport.close()
+            raise
+        sender.transport = rx.transport
+        leg = MediaLeg(leg_id, self.host, port, rx, sender, rtcp)
+        holder.append(leg)
+        self._legs[leg_id] = leg
+        return leg
+
+    def close_leg(self, leg: MediaLeg) -> None:
+        """Unbridge, stop playing, drop taps, close both sockets; the ports go back to
+        the pool once the loop has closed the sockets (``open_leg`` waits for that)."""
+        if leg._closed:
+            return
+        self.unbridge(leg)
+        leg._closed = True
+        leg._expecting = False
+        leg._player = None
+        self._playing.pop(leg.id, None)
+        leg._taps.clear()
+        self._update_tap_buffers(leg)
+        self._tapped.pop(leg.id, None)
+        if self._legs.get(leg.id) is leg:
+            del self._legs[leg.id]
+        self._closed_in += leg._rx.packets
+        self._closed_out += leg._sender.packets
+        self._releasing += 1
+        for transport in (leg._rx.transport, leg._rtcp.transport):
+            if transport is not None:
+                transport.close()
+
+    def _on_socket_closed(self, leg: MediaLeg) -> None:
+        leg._open_sockets -= 1
+        if leg._open_sockets == 0:
+            self._pool.give(leg.local_port)
+            self._releasing -= 1
+            self._released.set()
+
+    def configure(self, leg: MediaLeg, config: LegConfig) -> None:
+        """Apply the negotiated SDP of ``leg`` (call again after every offer/answer)."""
+        if config.direction not in DIRECTIONS:
+            raise ValueError(f"bad media direction {config.direction!r}")
+        old = leg.config
+        leg.config = config
+        rx, sender = leg._rx, leg._sender
+        rx.te_pt = config.telephone_event_pt if config.telephone_event_pt is not None else -1
+        rate = next((c.clock_rate for pt, c in config.payload_types.items()
+                     if pt != config.telephone_event_pt
+                     and c.name.lower() != "telephone-event"), 8000)
+        rx.rate = sender.rate = rate
+        usable = _usable(config.remote)
+        if old is None or old.remote != config.remote:
+            # a new SDP address: latch afresh (RFC 4961 §3)
+            rx.latched = None
+            rx.candidate = None
+            sender.addr = usable
+        expecting = config.direction == "sendrecv" and usable is not None
+        if expecting and not leg._expecting:
+            leg._expect_since = time.monotonic()
+            leg._silence_reported = None
+        leg._expecting = expecting
+        self._update_tap_buffers(leg)
+        self._refresh(leg)
+
+    # --- bridging ---
+
+    def bridge(self, a: MediaLeg, b: MediaLeg) -> None:
+        """Relay a <-> b.  Each leg keeps its output SSRC; sequence numbers and
+        timestamps towards each phone continue across the change (relay.py)."""
+        if a is b:
+            raise MediaError("cannot bridge a leg to itself")
+        if a._closed or b._closed:
+            raise MediaError("cannot bridge a closed leg")
+        if a._peer is b:
+            return
+        self.unbridge(a)
+        self.unbridge(b)
+        a._peer, b._peer = b, a
+        a._sender.force_remap()
+        b._sender.force_remap()
+        self._refresh(a)
+
+    def unbridge(self, leg: MediaLeg) -> None:
+        """Stop relaying between the leg and its peer (their packets are then dropped)."""
+        peer = leg._peer
+        leg._peer = None
+        leg._rx.out = None
+        if peer is not None:
+            peer._peer = None
+            peer._rx.out = None
+
+    def peer(self, leg: MediaLeg) -> MediaLeg | None:
+        return leg._peer
+
+    def _refresh(self, leg: MediaLeg) -> None:
+        """Recompute the relay routes of the leg and its peer (after any change that
+        affects who may send to whom)."""
+        peer = leg._peer
+        if peer is None:
+            leg._rx.out = None
+            return
+        leg._rx.out = self._route(leg, peer)
+        peer._rx.out = self._route(peer, leg)
+
+    @staticmethod
+    def _route(src: MediaLeg, dst: MediaLeg) -> _Sender | None:
+        sender = dst._sender
+        if (dst._player is not None or dst.config is None
+                or dst.config.direction not in _SENDING or sender.addr is None
+                or sender.transport is None):
+            return None
+        sender.pt_map = _pt_map(src.config, dst.config)
+        return sender
+
+    def _on_latch(self, leg: MediaLeg, addr: tuple[str, int]) -> None:
+        address = (addr[0], addr[1])
+        sdp = leg.config.remote if leg.config is not None else None
+        if address != sdp:
+            self._emit(RemoteLatched(leg_id=leg.id, address=address))
+        if leg._peer is not None:
+            self._refresh(leg)
+
+    # --- taps ---
+
+    def add_tap(self, leg: MediaLeg, tap: AudioTap) -> None:
+        if leg._closed:
+            raise MediaError("cannot tap a closed leg")
+        if tap not in leg._taps:
+            leg._taps.append(tap)
+        self._tapped[leg.id] = leg
+        self._update_tap_buffers(leg)
+
+    def remove_tap(self, leg: MediaLeg, tap: AudioTap) -> None:
+        if tap in leg._taps:
+            leg._taps.remove(tap)
+        if not leg._taps:
+            self._tapped.pop(leg.id, None)
+        self._update_tap_buffers(leg)
+
+    @staticmethod
+    def _update_tap_buffers(leg: MediaLeg) -> None:
+        rx = leg._rx
+        if not leg._taps:
+            rx.tap_bufs = None
+            rx.ulaw.clear()
+            rx.alaw.clear()
+            rx.events.clear()
+            return
+        bufs: dict[int, list[bytes]] = {}
+        if leg.config is not None:
+            for pt, codec in leg.config.payload_types.items():
+                name = codec.name.upper()
+                if name == "PCMU":
+                    bufs[pt] = rx.ulaw
+                elif name == "PCMA":
+                    bufs[pt] = rx.alaw
+        rx.tap_bufs = bufs
+
+    # --- playback ---
+
+    def play(self, leg: MediaLeg, source: AudioSource) -> None:
+        """Send ``source`` to the leg's phone, 20 ms packets in its first G.711 codec,
+        instead of the relayed audio (replaces any playback in progress)."""
+        if leg._closed:
+            raise MediaError("cannot play to a closed leg")
+        config = leg.config
+        codec = None
+        if config is not None:
+            codec = next(((pt, c.name.upper()) for pt, c in config.payload_types.items()
+                          if c.name.upper() in _G711), None)
+        if codec is None:
+            raise MediaError(f"leg {leg.id} has no G.711 codec negotiated to play with")
+        loop = self._loop or asyncio.get_running_loop()
+        leg._player = _Playback(FrameReader(source, FRAME_SAMPLES), codec[0], codec[1] == "PCMA",
+                                loop.time())
+        self._playing[leg.id] = leg
+        self._refresh(leg)
+
+    def stop_playing(self, leg: MediaLeg) -> None:
+        if leg._player is None:
+            return
+        leg._player = None
+        self._playing.pop(leg.id, None)
+        self._refresh(leg)
+
+    # --- the tick ---
+
+    def _on_timer(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        try:
+            self.tick(now)
+        except Exception:
+            _log.exception("media.tick_failed")
+        self._next_tick += self.tick_interval
+        if self._next_tick <= now:
+            self._next_tick = now + self.tick_interval
+        self._timer = loop.call_at(self._next_tick, self._on_timer)
+
+    def tick(self, now: float) -> None:
+        """One tick's work at loop time ``now`` (the timer calls it; tests may too)."""
+        if self._tapped:
+            self._run_taps(now)
+        if self._playing:
+            self._run_players(now)
+        if now >= self._next_inactivity_check:
+            self._next_inactivity_check = now + self._inactivity_every
+            self.check_inactivity(now)
+        self._flush_metrics()
+
+    def _run_taps(self, now: float) -> None:
+        legs = list(self._tapped.values())
+        # one decode per codec over all legs (DESIGN.md "Media and DTMF")
+        ulaw_parts: list[bytes] = []
+        alaw_parts: list[bytes] = []
+        lengths: list[tuple[int, int]] = []
+        for leg in legs:
+            rx = leg._rx
+            ulaw = b"".join(rx.ulaw)
+            alaw = b"".join(rx.alaw)
+            rx.ulaw.clear()
+            rx.alaw.clear()
+            ulaw_parts.append(ulaw)
+            alaw_parts.append(alaw)
+            lengths.append((len(ulaw), len(alaw)))
+        ulaw_pcm = ulaw_decode(b"".join(ulaw_parts))
+        alaw_pcm = alaw_decode(b"".join(alaw_parts))
+        at_u = at_a = 0
+        called: dict[int, AudioTap] = {}
+        for leg, (n_u, n_a) in zip(legs, lengths, strict=True):
+            rx = leg._rx
+            taps = list(leg._taps)
+            for tap in taps:
+                called[id(tap)] = tap
+            if rx.events:
+                events = list(rx.events)
+                rx.events.clear()
+                for payload, ssrc, timestamp, marker, arrival in events:
+                    for tap in taps:
+                        try:
+                            tap.on_telephone_event(leg.id, payload, ssrc, timestamp, marker,
+                                                   arrival)
+                        except Exception:
+                            _log.exception("media.tap_failed", leg_id=leg.id)
+            pcm: Pcm
+            if n_u and n_a:
+                pcm = np.concatenate((ulaw_pcm[at_u:at_u + n_u], alaw_pcm[at_a:at_a + n_a]))
+            elif n_u:
+                pcm = ulaw_pcm[at_u:at_u + n_u]
+            elif n_a:
+                pcm = alaw_pcm[at_a:at_a + n_a]
+            else:
+                continue
+            at_u += n_u
+            at_a += n_a
+            for tap in taps:
+                try:
+                    tap.on_audio(leg.id, pcm, now)
+                except Exception:
+                    _log.exception("media.tap_failed", leg_id=leg.id)
+        # optional hook: a tap that batches over legs (DTMF over all channels) runs here
+        for tap in called.values():
+            end = getattr(tap, "on_tick_end", None)
+            if end is not None:
+                try:
+                    end(now)
+                except Exception:
+                    _log.exception("media.tap_failed")
+
+    def _run_players(self, now: float) -> None:
+        due: list[tuple[MediaLeg, _Playback, float, Pcm]] = []
+        finished: list[MediaLeg] = []
+        frame_time = FRAME_SAMPLES / 8000
+        horizon = now + self.tick_interval / 2
+        for leg in list(self._playing.values()):
+            player = leg._player
+            assert player is not None
+            if now - player.next_time > _MAX_PLAYBACK_LAG:
+                player.next_time = now
+            while player.next_time <= horizon:
+                frame = player.reader.next_frame()
+                if frame is None:
+                    finished.append(leg)
+                    break
+                due.append((leg, player, player.next_time, frame))
+                player.next_time += frame_time
+        if due:
+            frames = np.stack([frame for _, _, _, frame in due])
+            alaw = np.fromiter((player.alaw for _, player, _, _ in due), dtype=bool, count=len(due))
+            codes = np.empty(frames.shape, dtype=np.uint8)
+            if alaw.any():
+                codes[alaw] = alaw_encode(frames[alaw])
+            if not alaw.all():
+                codes[~alaw] = ulaw_encode(frames[~alaw])
+            for (leg, player, when, _), payload in zip(due, codes, strict=True):
+                sender = leg._sender
+                config = leg.config
+                if (sender.addr is None or sender.transport is None or config is None
+                        or config.direction not in _SENDING):
+                    continue
+                seq, ts, marker = sender.next_played(when, FRAME_SAMPLES)
+                packet = HEADER.pack(0x80, player.pt | (0x80 if marker else 0), seq, ts,
+                                     sender.ssrc) + payload.tobytes()
+                sender.transport.sendto(packet, sender.addr)
+                sender.packets += 1
+                sender.octets += len(packet)
+        for leg in finished:
+            leg._player = None
+            self._playing.pop(leg.id, None)
+            self._refresh(leg)
+            self._emit(PlaybackFinished(leg_id=leg.id))
+
+    def check_inactivity(self, now: float) -> None:
+        """Report legs expecting media (direction sendrecv, an SDP address) that received
+        no RTP for ``inactivity_timeout`` seconds; once per silence.  A held leg
+        (sendonly/recvonly/inactive from our side, or c=0.0.0.0) is never reported."""
+        timeout = self.inactivity_timeout
+        if timeout <= 0:
+            return
+        for leg in list(self._legs.values()):
+            if not leg._expecting:
+                continue
+            last = leg._rx.last_rx
+            since = leg._expect_since if last is None or last < leg._expect_since else last
+            if now - since >= timeout and leg._silence_reported != since:
+                leg._silence_reported = since
+                self._emit(MediaTimedOut(leg_id=leg.id))
+
+    def _flush_metrics(self) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        total_in = self._closed_in
+        total_out = self._closed_out
+        for leg in self._legs.values():
+            total_in += leg._rx.packets
+            total_out += leg._sender.packets
+        if total_in != self._reported_in:
+            metrics.rtp_packets_in(total_in - self._reported_in)
+            self._reported_in = total_in
+        if total_out != self._reported_out:
+            metrics.rtp_packets_out(total_out - self._reported_out)
+            self._reported_out = total_out
+
+    def _emit(self, event: MediaEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            _log.exception("media.event_handler_failed", media_event=type(event).__name__)

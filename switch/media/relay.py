@@ -1,0 +1,275 @@
+"""The per-packet path: one ``_RtpReceiver`` (asyncio DatagramProtocol) per leg,
+and the ``_Sender`` state that rewrites packets towards a leg's phone.
+
+Theory of operation.  A packet that arrives on leg A's RTP socket is checked
+(length, version 2, header bounds — RFC 3550 §5.1), its source is checked
+against the latched address (symmetric RTP, RFC 4961 §3), it is accounted
+(packets, octets, RFC 3550 A.1/A.3/A.8 in ``SourceStats``), and if A is
+bridged to B and B may be sent to, a copy with B's output SSRC, sequence
+number and timestamp is sent from B's socket to B's phone.  That is a
+translator in the sense of RFC 3550 §7.1 that hides the re-bridge: each leg's
+phone sees one SSRC for the whole call, and when the stream it is fed from
+changes (re-bridge, the source's SSRC changes, a playback starts or ends)
+the sequence number continues at last + 1 and the timestamp at last +
+the elapsed time (at least one 20 ms frame), with the marker bit set on that
+first packet (RFC 3551 §4.1: the receiver resynchronises its playout point).
+
+Nothing else happens per packet: no logging, no metrics calls (the engine
+sums the ints on its tick), no decoding (payloads of tapped legs are appended
+to per-codec lists; the tick decodes them, batched over legs).  RTCP is
+received and counted on its own socket and not relayed: the reports describe
+sequence numbers and SSRCs this translator rewrites, so relaying them
+unchanged would be wrong (§7.2); the engine sends no RTCP of its own yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Final, cast
+
+from switch.media.rtp import HEADER, REWRITE, payload_bounds
+from switch.media.stats import SourceStats
+
+__all__ = ["FRAME_SAMPLES", "PLAYER_SOURCE", "TelephoneEventRecord"]
+
+FRAME_SAMPLES: Final = 160
+"""20 ms at 8 kHz: the packetisation of ``play`` and the minimum timestamp step
+at a stream change (RFC 3551 §4.2 default packet time)."""
+
+PLAYER_SOURCE: Final = -2
+"""``_Sender.src_ssrc`` while the engine's own player feeds the leg."""
+_REMAP: Final = -1
+"""``_Sender.src_ssrc`` when the next relayed packet must recompute the offsets."""
+
+TelephoneEventRecord = tuple[bytes, int, int, bool, float]
+"""(payload, SSRC, timestamp, marker, arrival time) of one RFC 4733 packet."""
+
+_unpack_header = HEADER.unpack_from
+_rewrite_into = REWRITE.pack_into
+_monotonic = time.monotonic
+
+
+class _Sender:
+    """Output state towards one leg's phone (the translator's side of RFC 3550 §7.1)."""
+
+    __slots__ = ("addr", "last_seq", "last_time", "last_ts", "octets", "packets", "pt_map",
+                 "rate", "seq_off", "src_ssrc", "ssrc", "transport", "ts_off")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.addr: tuple[str, int] | None = None
+        # RFC 3550 §8.1: chosen at random, one per leg for the whole call
+        self.ssrc = random.getrandbits(32)
+        self.src_ssrc = _REMAP
+        self.seq_off = 0
+        self.ts_off = 0
+        self.last_seq = random.getrandbits(16)
+        self.last_ts = random.getrandbits(32)
+        self.last_time: float | None = None
+        self.rate = 8000
+        self.pt_map: bytes | None = None
+        """Incoming PT -> outgoing PT (0xFF: drop), None when every PT passes unchanged."""
+        self.packets = 0
+        self.octets = 0
+
+    def remap(self, seq: int, ts: int, ssrc: int, now: float) -> int:
+        """Offsets for a new input stream; returns the marker bit to set (0 or 0x80)."""
+        self.src_ssrc = ssrc
+        if self.last_time is None:
+            # nothing sent yet: the first stream's numbers pass through (only the SSRC changes)
+            self.seq_off = 0
+            self.ts_off = 0
+            return 0
+        step = max(round((now - self.last_time) * self.rate), FRAME_SAMPLES)
+        self.seq_off = (self.last_seq + 1 - seq) & 0xFFFF
+        self.ts_off = (self.last_ts + step - ts) & 0xFFFFFFFF
+        return 0x80
+
+    def next_played(self, now: float, samples: int) -> tuple[int, int, bool]:
+        """Sequence number, timestamp and marker of the next packet of the engine's player."""
+        if self.src_ssrc != PLAYER_SOURCE:
+            self.src_ssrc = PLAYER_SOURCE
+            marker = True
+            if self.last_time is None:
+                seq, ts = (self.last_seq + 1) & 0xFFFF, self.last_ts
+            else:
+                step = max(round((now - self.last_time) * self.rate), FRAME_SAMPLES)
+                seq, ts = (self.last_seq + 1) & 0xFFFF, (self.last_ts + step) & 0xFFFFFFFF
+        else:
+            marker = False
+            seq, ts = (self.last_seq + 1) & 0xFFFF, (self.last_ts + samples) & 0xFFFFFFFF
+        self.last_seq, self.last_ts, self.last_time = seq, ts, now
+        return seq, ts, marker
+
+    def force_remap(self) -> None:
+        self.src_ssrc = _REMAP
+
+
+class _RtpReceiver(asyncio.DatagramProtocol):
+    """Leg's RTP socket: validate, latch, account, rewrite and relay, buffer for taps."""
+
+    __slots__ = ("alaw", "candidate", "candidate_count", "candidate_mark", "events", "ignored",
+                 "last_rx", "latched", "malformed", "octets", "on_closed", "on_latch", "out",
+                 "packets",
+                 "rate", "relatch_packets", "sender", "source", "tap_bufs", "te_pt",
+                 "transport", "ulaw")
+
+    def __init__(self, sender: _Sender, relatch_packets: int,
+                 on_latch: Callable[[tuple[str, int]], None],
+                 on_closed: Callable[[], None]) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.on_closed = on_closed
+        self.sender = sender                      # this leg's own output (latching updates it)
+        self.out: _Sender | None = None           # the bridged peer's output, if relaying
+        self.latched: tuple[str, int] | None = None
+        self.candidate: tuple[str, int] | None = None
+        self.candidate_count = 0
+        self.candidate_mark = 0
+        self.relatch_packets = relatch_packets
+        self.on_latch = on_latch
+        self.source: SourceStats | None = None
+        self.te_pt = -1
+        self.rate = 8000
+        self.packets = 0
+        self.octets = 0
+        self.malformed = 0
+        self.ignored = 0
+        self.last_rx: float | None = None
+        self.tap_bufs: dict[int, list[bytes]] | None = None
+        self.ulaw: list[bytes] = []
+        self.alaw: list[bytes] = []
+        self.events: list[TelephoneEventRecord] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not all inherit from asyncio.DatagramTransport
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        n = len(data)
+        # RFC 3550 §5.1: 12 octets at least, V = 2 (A.1 checks)
+        if n < 12 or data[0] & 0xC0 != 0x80:
+            self.malformed += 1
+            return
+        first, second, seq, ts, ssrc = _unpack_header(data)
+        if first & 0x3F:  # CSRC list, extension or padding
+            bounds = payload_bounds(data)
+            if bounds is None:
+                self.malformed += 1
+                return
+            start, end = bounds
+        else:
+            start, end = 12, n
+        if addr != self.latched and not self._other_source(addr):
+            return
+        now = _monotonic()
+        self.packets += 1
+        self.octets += n
+        self.last_rx = now
+        source = self.source
+        if source is None or ssrc != source.ssrc:
+            source = self._new_source(ssrc, seq, ts, now)
+        pt = second & 0x7F
+        source.received_packet(seq, ts, now * self.rate, pt != self.te_pt)
+
+        out = self.out
+        if out is not None:
+            marker = 0
+            if ssrc != out.src_ssrc:
+                marker = out.remap(seq, ts, ssrc, now)
+            packet = bytearray(data)
+            seq_out = (seq + out.seq_off) & 0xFFFF
+            ts_out = (ts + out.ts_off) & 0xFFFFFFFF
+            _rewrite_into(packet, 2, seq_out, ts_out, out.ssrc)
+            pt_map = out.pt_map
+            if pt_map is not None or marker:
+                pt_out = pt_map[pt] if pt_map is not None else pt
+                if pt_out != 0xFF:
+                    packet[1] = (second & 0x80) | marker | pt_out
+                    out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
+                    out.packets += 1
+                    out.octets += n
+            else:
+                out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
+                out.packets += 1
+                out.octets += n
+            out.last_seq = seq_out
+            out.last_ts = ts_out
+            out.last_time = now
+
+        bufs = self.tap_bufs
+        if bufs is not None:
+            if pt == self.te_pt:
+                self.events.append((data[start:end], ssrc, ts, bool(second & 0x80), now))
+            else:
+                chunks = bufs.get(pt)
+                if chunks is not None:
+                    chunks.append(data[start:end])
+
+    def _other_source(self, addr: tuple[str, int]) -> bool:
+        """Symmetric RTP (RFC 4961): latch to the first source; after that, accept a
+        new source only once it has sent ``relatch_packets`` packets in a row with
+        nothing from the latched one in between (a NAT rebinding, not an injection)."""
+        if self.latched is not None:
+            if addr != self.candidate or self.packets != self.candidate_mark:
+                self.candidate = addr
+                self.candidate_count = 0
+                self.candidate_mark = self.packets
+            self.candidate_count += 1
+            if self.candidate_count < self.relatch_packets:
+                self.ignored += 1
+                return False
+        self.latched = addr
+        self.candidate = None
+        self.sender.addr = addr
+        self.on_latch(addr)
+        return True
+
+    def _new_source(self, ssrc: int, seq: int, ts: int, now: float) -> SourceStats:
+        previous = self.source
+        source = SourceStats(ssrc, seq, ts, now * self.rate)
+        if previous is not None:
+            # keep the leg's totals across SSRC changes (RFC 3550 keeps them per source)
+            source.resync_expected = previous.total_expected
+            source.resync_received = previous.total_received
+        self.source = source
+        return source
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.out = None
+        self.on_closed()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a phone that went away: the inactivity timer reports it
+        pass
+
+
+class _RtcpReceiver(asyncio.DatagramProtocol):
+    """Leg's RTCP socket (RTP port + 1): count and drop (see the module docstring)."""
+
+    __slots__ = ("malformed", "on_closed", "packets", "transport")
+
+    def __init__(self, on_closed: Callable[[], None]) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.on_closed = on_closed
+        self.packets = 0
+        self.malformed = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # RFC 3550 §6.1 / A.2: version 2, a known packet type (SR 200 .. APP 204, 205/206 RFC 4585)
+        if len(data) >= 8 and data[0] & 0xC0 == 0x80 and 200 <= data[1] <= 206:
+            self.packets += 1
+        else:
+            self.malformed += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_closed()
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
