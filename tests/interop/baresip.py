@@ -54,6 +54,7 @@ class BaresipPeer:
         audio_source: str = "ausine,440",
         answermode: str = "manual",
         display_name: str | None = None,
+        record_dir: Path | None = None,
     ) -> None:
         self.binary = require_binary("baresip")
         self.workdir = workdir
@@ -72,11 +73,24 @@ class BaresipPeer:
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        #: sndfile's dumps: ``dump-<peer>-enc.wav`` (what this phone sent) and
+        #: ``dump-<peer>-dec.wav`` (what it received and decoded), per call
+        self.record_dir = record_dir
+        if record_dir is not None:
+            record_dir.mkdir(parents=True, exist_ok=True)
         self._write_config(regint, audio_source, answermode, display_name)
 
     def _write_config(
         self, regint: int, audio_source: str, answermode: str, display_name: str | None
     ) -> None:
+        # sndfile (an audio filter) writes every call's sent and received audio
+        # to WAV files in snd_path: baresip 1.0.0 has no file *player*, so this
+        # is how a test hears what the phone received.
+        recording = (
+            f"module\t\t\tsndfile.so\nsnd_path\t\t{self.record_dir}\n"
+            if self.record_dir is not None
+            else ""
+        )
         # net_interface takes an interface name or an address; without it baresip
         # picks the default route's address (e.g. eth0) for Contact and SDP.
         config = f"""\
@@ -100,7 +114,7 @@ module_tmp		uuid.so
 module_tmp		account.so
 module_app		menu.so
 ctrl_tcp_listen		{LOOPBACK}:{self.ctrl_port}
-"""
+{recording}"""
         (self.cfgdir / "config").write_text(config)
         transport = "" if self.transport == "udp" else f";transport={self.transport}"
         name = f'"{display_name}" ' if display_name else ""

@@ -445,6 +445,9 @@ class Engine:
     extra_args: tuple[str, ...] = ()
     cpu: int | None = None  # pin with taskset (bench)
     host: str = LOOPBACK
+    #: size of the RTP port range given to this engine (RTP + RTCP per leg: two
+    #: ports per leg, four per call); each engine gets a free block of its own
+    rtp_ports: int = 64
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -454,7 +457,7 @@ class Engine:
         self.token = "tok-" + uuid.uuid4().hex
         self.sip_port = free_port(self.host)
         self.http_port = free_port(self.host)
-        self.rtp_range = free_port_range(64, self.host)
+        self.rtp_range = free_port_range(self.rtp_ports, self.host)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdout: OutputPump | None = None
         self.stderr: OutputPump | None = None

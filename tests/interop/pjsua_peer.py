@@ -8,8 +8,13 @@ transport bound to 127.0.0.1 on a port the parent picked, and one account.
 
 Commands: ``register``, ``unregister``, ``dial`` (target URI), ``answer``,
 ``hangup``, ``dtmf`` (digits, RFC 4733), ``transfer`` (target URI),
-``quit``.  Events: ``started``, ``reg_state`` (code, expires, active),
-``incoming_call``, ``call_state`` (state, code), ``media_state``.
+``hold`` (re-INVITE a=sendonly), ``resume`` (re-INVITE with the unhold
+flag: a=sendrecv), ``play`` (a WAV, looped, sent into the call instead of the
+null capture device), ``record`` (what the call receives, into a WAV; a new
+``record`` closes the previous file), ``stop_record``, ``quit``.  Events:
+``started``, ``reg_state`` (code, expires, active), ``incoming_call``,
+``call_state`` (state, code), ``media_state`` (per audio stream: status
+ACTIVE/LOCAL_HOLD/REMOTE_HOLD/NONE, direction, remote RTP address).
 
 Shutdown order matters: Call objects are deleted, then the account
 shut down and deleted, before ``libDestroy()``, or pjsua2 crashes.
@@ -91,6 +96,24 @@ class PjsuaPeer(ChildPeer):
     def unregister(self) -> dict[str, Any]:
         return self.command("unregister")
 
+    def hold(self) -> dict[str, Any]:
+        return self.command("hold")
+
+    def resume(self) -> dict[str, Any]:
+        return self.command("resume")
+
+    def play(self, wav: Path) -> dict[str, Any]:
+        return self.command("play", path=str(wav))
+
+    def record(self, wav: Path) -> dict[str, Any]:
+        return self.command("record", path=str(wav))
+
+    def stop_record(self) -> dict[str, Any]:
+        return self.command("stop_record")
+
+    def media_states(self) -> list[dict[str, Any]]:
+        return self.events("media_state")
+
 
 # ----------------------------------------------------------------------------
 # child
@@ -113,6 +136,11 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
     cfg.medConfig.noVad = True
     ep.libInit(cfg)
     ep.audDevManager().setNullDev()
+    # G.711 only (what switch relays; no transcoding): pjsua2 would pick speex/16k first.
+    for codec in ep.codecEnum2():
+        name = codec.codecId.lower()
+        keep = name.startswith(("pcmu/", "pcma/"))
+        ep.codecSetPriority(codec.codecId, 200 if name.startswith("pcmu/") else 150 if keep else 0)
 
     tcfg = pj.TransportConfig()
     tcfg.port = int(args["port"])
@@ -123,6 +151,29 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
     ep.libStart()
 
     calls: list[Any] = []
+    # what to connect to a call's audio whenever its media (re)starts
+    media: dict[str, Any] = {"player": None, "recorder": None}
+    status_names = {
+        pj.PJSUA_CALL_MEDIA_NONE: "NONE",
+        pj.PJSUA_CALL_MEDIA_ACTIVE: "ACTIVE",
+        pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "LOCAL_HOLD",
+        pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "REMOTE_HOLD",
+        pj.PJSUA_CALL_MEDIA_ERROR: "ERROR",
+    }
+
+    def connect_media(call: Any) -> None:
+        ci = call.getInfo()
+        for i, mi in enumerate(ci.media):
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status in (
+                pj.PJSUA_CALL_MEDIA_NONE, pj.PJSUA_CALL_MEDIA_ERROR
+            ):
+                continue
+            aud = call.getAudioMedia(i)
+            source = media["player"] or ep.audDevManager().getCaptureDevMedia()
+            source.startTransmit(aud)
+            aud.startTransmit(ep.audDevManager().getPlaybackDevMedia())
+            if media["recorder"] is not None:
+                aud.startTransmit(media["recorder"])
 
     class PeerCall(pj.Call):  # type: ignore[misc]
         def onCallState(self, prm: Any) -> None:
@@ -132,12 +183,24 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
 
         def onCallMediaState(self, prm: Any) -> None:
             ci = self.getInfo()
+            streams = []
             for i, mi in enumerate(ci.media):
-                if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                    aud = self.getAudioMedia(i)
-                    ep.audDevManager().getCaptureDevMedia().startTransmit(aud)
-                    aud.startTransmit(ep.audDevManager().getPlaybackDevMedia())
-            io.event("media_state")
+                if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                    continue
+                entry: dict[str, Any] = {
+                    "index": i, "status": status_names.get(mi.status, str(mi.status)),
+                    "dir": int(mi.dir),
+                }  # fmt: skip
+                try:
+                    si = self.getStreamInfo(i)
+                    entry["remote_rtp"] = si.remoteRtpAddress
+                    entry["codec"] = si.codecName
+                except Exception as exc:  # noqa: BLE001 - no stream while inactive
+                    entry["remote_rtp"] = None
+                    entry["error"] = repr(exc)
+                streams.append(entry)
+            connect_media(self)
+            io.event("media_state", streams=streams)
 
         def onDtmfDigit(self, prm: Any) -> None:
             io.event("dtmf", digit=prm.digit)
@@ -214,13 +277,45 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
                     current().dialDtmf(msg["digits"])
                 elif cmd == "transfer":
                     current().xfer(msg["uri"], pj.CallOpParam(True))
+                elif cmd == "hold":
+                    current().setHold(pj.CallOpParam(True))
+                elif cmd == "resume":
+                    prm = pj.CallOpParam(True)
+                    prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+                    current().reinvite(prm)
+                elif cmd == "play":
+                    player = pj.AudioMediaPlayer()
+                    player.createPlayer(msg["path"], 0)  # 0 = loop
+                    media["player"] = player
+                    for call in calls:
+                        if call.isActive() and call.hasMedia():
+                            connect_media(call)
+                elif cmd in ("record", "stop_record"):
+                    old = media["recorder"]
+                    media["recorder"] = None
+                    if old is not None:
+                        for call in calls:
+                            if call.isActive() and call.hasMedia():
+                                try:
+                                    call.getAudioMedia(-1).stopTransmit(old)
+                                except Exception:  # noqa: BLE001
+                                    pass
+                        del old  # closes (and finalises) the WAV file
+                    if cmd == "record":
+                        rec = pj.AudioMediaRecorder()
+                        rec.createRecorder(msg["path"])
+                        media["recorder"] = rec
+                        for call in calls:
+                            if call.isActive() and call.hasMedia():
+                                call.getAudioMedia(-1).startTransmit(rec)
                 else:
                     raise ValueError(f"unknown command {cmd!r}")
                 io.reply(ident)
             except Exception as exc:  # noqa: BLE001 - reported to the parent
                 io.reply(ident, ok=False, error=repr(exc))
 
-    # Orderly teardown: calls first, then the account, then the library.
+    # Orderly teardown: recorder/player, calls, then the account, then the library.
+    media["recorder"] = media["player"] = None
     for call in calls:
         try:
             if call.isActive():

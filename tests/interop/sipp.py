@@ -11,8 +11,10 @@ Calls, transfers and DTMF are scenario files too (issue 3): add
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,15 @@ from .harness import (
 )
 
 TRANSPORTS = {"udp": "u1", "tcp": "t1"}
+
+
+def write_callers_csv(
+    path: Path, callers: Sequence[tuple[str, str]], order: str = "SEQUENTIAL"
+) -> Path:
+    """Injection file for the call scenarios (``uac_*.xml``): same layout as
+    :func:`write_users_csv` (field0 = caller extension, field1 = the
+    ``[authentication ...]`` keyword, used only when challenged)."""
+    return write_users_csv(path, callers, order)
 
 
 def write_users_csv(
@@ -53,6 +64,10 @@ class SippResult:
     stderr: str
     errors: str
     stats: dict[str, str] = field(default_factory=dict)
+    #: last row of ``-trace_counts`` (per scenario step: "3_180_Recv" -> n)
+    counts: dict[str, int] = field(default_factory=dict)
+    scenario_path: str = ""
+    messages: str = ""  # -trace_msg output, when asked for
 
     def stat(self, name: str) -> int:
         """A cumulative counter from the stats CSV, e.g. ``SuccessfulCall``."""
@@ -76,20 +91,60 @@ class SippResult:
     def retransmissions(self) -> int:
         return self.stat("Retransmissions")
 
+    def received(self, code: int | str) -> int:
+        """How many responses *code* the scenario's recv steps matched (all steps)."""
+        suffix = f"_{code}_Recv"
+        return sum(v for k, v in self.counts.items() if k.endswith(suffix))
+
+    def step_count(self, index: int, what: str) -> int:
+        """One ``-trace_counts`` cell, e.g. ``step_count(12, "180_Recv")``."""
+        return self.counts.get(f"{index}_{what}", 0)
+
+    @property
+    def late_180s(self) -> int:
+        """180s that came after the 200 they belong to (uac_call*.xml's check step)."""
+        idx = late_180_step(self.scenario_path) if self.scenario_path else None
+        return 0 if idx is None else self.step_count(idx, "180_Recv")
+
     def describe(self) -> str:
+        errors = "\n".join(
+            line for line in self.errors.splitlines() if "jumping to label" not in line
+        )  # a recv timeout with ontimeout is control flow, not an error
         return (
             f"sipp exit {self.returncode}: {' '.join(self.command)}\n"
             f"successful={self.successful} failed={self.failed} "
             f"retransmissions={self.retransmissions}\n"
-            f"--- errors ---\n{tail(self.errors, 40)}\n"
+            f"counts: { {k: v for k, v in self.counts.items() if v} }\n"
+            f"--- errors ---\n{tail(errors, 60)}\n"
+            f"--- messages (tail) ---\n{tail(self.messages, 80)}\n"
             f"--- stdout ---\n{tail(self.stdout, 40)}\n--- stderr ---\n{tail(self.stderr, 20)}"
         )
 
 
 def scenario(name: str) -> str:
+    """A file of ``scenarios/`` by name, or any existing scenario file by path."""
+    if Path(name).is_absolute() and Path(name).exists():
+        return name
     path = SCENARIO_DIR / (name if name.endswith(".xml") else name + ".xml")
     assert path.exists(), path
     return str(path)
+
+
+_NOT_STEPS = {"label", "ResponseTimeRepartition", "CallLengthRepartition", "Reference"}
+
+
+def scenario_steps(path: str) -> list[ET.Element]:
+    """The scenario's messages in SIPp's numbering (labels are not steps)."""
+    root = ET.parse(path).getroot()
+    return [el for el in root if isinstance(el.tag, str) and el.tag not in _NOT_STEPS]
+
+
+def late_180_step(path: str) -> int | None:
+    """Index of the "180 after its 200" check step (a recv 180 with a timeout)."""
+    for i, el in enumerate(scenario_steps(path)):
+        if el.tag == "recv" and el.get("response") == "180" and el.get("timeout"):
+            return i
+    return None
 
 
 def sipp_command(
@@ -109,6 +164,14 @@ def sipp_command(
     extra: Sequence[str] = (),
     cpu: int | None = None,
     tag: str = "sipp",
+    service: str | None = None,
+    auth_uri: str | None = None,
+    duration_ms: int | None = None,
+    media_ip: str | None = None,
+    trace_counts: bool = True,
+    trace_msg: bool = False,
+    keys: dict[str, str] | None = None,
+    buff_size: int | None = None,
 ) -> list[str]:
     binary = require_binary("sipp")
     cmd: list[str] = []
@@ -128,7 +191,24 @@ def sipp_command(
         "-default_behaviors", "all,-bye",
         "-trace_err", "-error_file", str(workdir / f"{tag}_errors.log"),
         "-trace_stat", "-stf", str(workdir / f"{tag}_stats.csv"),
+        "-mi", media_ip or local_ip,
     ]  # fmt: skip
+    if trace_counts:
+        cmd += ["-trace_counts"]
+    if trace_msg:
+        cmd += ["-trace_msg", "-message_file", str(workdir / f"{tag}_messages.log")]
+    if service is not None:
+        cmd += ["-s", service]
+    if auth_uri is not None:
+        # SIPp's digest uri defaults to remote_ip:remote_port, not the Request-URI;
+        # -auth_uri takes it without the "sip:" (SIPp adds it).
+        cmd += ["-auth_uri", auth_uri.removeprefix("sip:")]
+    if duration_ms is not None:
+        cmd += ["-d", str(duration_ms)]
+    if buff_size is not None:
+        cmd += ["-buff_size", str(buff_size)]
+    for key, value in (keys or {}).items():
+        cmd += ["-key", key, value]
     if calls is not None:
         cmd += ["-m", str(calls)]
     if rate is not None:
@@ -145,18 +225,46 @@ def sipp_command(
     return cmd
 
 
+def _read_counts(workdir: Path, cmd: list[str], pid: int | None) -> dict[str, int]:
+    """Last row of ``<scenario>_<pid>_counts.csv`` (-trace_counts) in *workdir*."""
+    if pid is None:
+        return {}
+    sf = cmd[cmd.index("-sf") + 1]
+    name = ET.parse(sf).getroot().get("name", Path(sf).stem)
+    path = workdir / f"{name}_{pid}_counts.csv"
+    if not path.exists():
+        return {}
+    rows = list(csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    out: dict[str, int] = {}
+    for key, value in zip(rows[0], rows[-1], strict=False):
+        if re.match(r"^\d+_", key):
+            try:
+                out[key] = int(value)
+            except ValueError:
+                pass
+    return out
+
+
 def _read_result(
-    workdir: Path, tag: str, cmd: list[str], rc: int, out: str, err: str
+    workdir: Path, tag: str, cmd: list[str], rc: int, out: str, err: str,
+    pid: int | None = None,
 ) -> SippResult:
     errors_path = workdir / f"{tag}_errors.log"
     stats_path = workdir / f"{tag}_stats.csv"
+    msg_path = workdir / f"{tag}_messages.log"
     errors = errors_path.read_text(errors="replace") if errors_path.exists() else ""
     stats: dict[str, str] = {}
     if stats_path.exists():
         rows = list(csv.reader(stats_path.read_text(errors="replace").splitlines(), delimiter=";"))
         if len(rows) >= 2:
             stats = dict(zip(rows[0], rows[-1]))
-    return SippResult(rc, cmd, out, err, errors, stats)
+    messages = msg_path.read_text(errors="replace") if msg_path.exists() else ""
+    return SippResult(
+        rc, cmd, out, err, errors, stats, _read_counts(workdir, cmd, pid),
+        cmd[cmd.index("-sf") + 1], messages,
+    )  # fmt: skip
 
 
 def run_sipp(
@@ -170,7 +278,7 @@ def run_sipp(
 ) -> SippResult:
     """Run a SIPp UAC scenario to completion and return its verdict."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for suffix in ("_errors.log", "_stats.csv"):
+    for suffix in ("_errors.log", "_stats.csv", "_messages.log"):
         (workdir / f"{tag}{suffix}").unlink(missing_ok=True)
     cmd = sipp_command(workdir, scenario_name, target=target, tag=tag, **kwargs)  # type: ignore[arg-type]
     proc = subprocess.Popen(
@@ -190,8 +298,9 @@ def run_sipp(
         kill_process_group(proc)
     rc = proc.returncode if proc.returncode is not None else -9
     return _read_result(
-        workdir, tag, cmd, rc, out.decode(errors="replace"), err.decode(errors="replace")
-    )
+        workdir, tag, cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
+        proc.pid,
+    )  # fmt: skip
 
 
 class SippServer:
@@ -205,6 +314,7 @@ class SippServer:
         transport: str = "udp",
         port: int | None = None,
         tag: str = "sipp_uas",
+        calls: int | None = None,
         **kwargs: object,
     ) -> None:
         self.workdir = workdir
@@ -213,7 +323,7 @@ class SippServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.cmd = sipp_command(
             workdir, scenario_name, target=None, transport=transport, local_port=self.port,
-            calls=None, timeout_s=None, tag=tag, **kwargs,  # type: ignore[arg-type]
+            calls=calls, timeout_s=None, tag=tag, **kwargs,  # type: ignore[arg-type]
         )  # fmt: skip
         self.proc = subprocess.Popen(
             self.cmd,
@@ -237,9 +347,44 @@ class SippServer:
     def pid(self) -> int:
         return self.proc.pid
 
+    def wait(self, timeout: float) -> SippResult:
+        """Wait for a UAS started with ``calls=N`` to finish its N calls, then stop it."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.stop()
+
     def stop(self) -> SippResult:
         rc = stop_process(self.proc, 5)
         self.out.join()
         self.err.join()
         return _read_result(self.workdir, self.tag, self.cmd, rc if rc is not None else -9,
-                            self.out.text(), self.err.text())  # fmt: skip
+                            self.out.text(), self.err.text(), self.proc.pid)  # fmt: skip
+
+
+def registered_uas(
+    workdir: Path,
+    scenario_name: str,
+    registrar: tuple[str, int],
+    extension: str,
+    password: str,
+    *,
+    transport: str = "udp",
+    tag: str = "callee",
+    **kwargs: object,
+) -> SippServer:
+    """A SIPp callee behind a registrar: register.xml from port P, then the UAS on P.
+
+    SIPp cannot both register (a UAC scenario) and answer (a UAS scenario) in
+    one run, so the registration is a separate run from the same local port:
+    the binding's Contact (``sip:EXT@127.0.0.1:P``) then reaches the UAS.
+    """
+    port = free_port()
+    users = write_users_csv(workdir / f"{tag}_reg.csv", [(extension, password)])
+    reg = run_sipp(
+        workdir, "register", registrar, transport=transport, users_csv=users,
+        local_port=port, tag=f"{tag}_reg",
+    )  # fmt: skip
+    assert reg.returncode == 0, "callee registration failed\n" + reg.describe()
+    return SippServer(workdir, scenario_name, transport=transport, port=port, tag=tag, **kwargs)
