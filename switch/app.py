@@ -112,6 +112,8 @@ def build_sip_service(config: Config, store: Store, bus: EventBus, metrics: Metr
 def build_call_control(config: Config, sip: SipService, store: Store, bus: EventBus,
                        metrics: Metrics, log: FilteringBoundLogger) -> CallControl | None:
     """Hook: what /api/v1/calls etc. drive; None answers those routes with 501."""
+    if isinstance(sip, SwitchSipService):
+        return sip.calls
     return None
 
 

@@ -38,6 +38,7 @@ from switch import __version__
 
 __all__ = [
     "AUTH_ALGORITHMS",
+    "CallsConfig",
     "Config",
     "ConfigError",
     "HttpConfig",
@@ -127,6 +128,26 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallsConfig:
+    """Call control (``[calls]``); durations in seconds."""
+
+    ring_timeout: int = 60
+    """Unanswered calls get 408 after this long; the callee's phones are CANCELed."""
+    max_calls: int = 1000
+    """Calls in progress at most; more INVITEs are refused with 503."""
+    media_timeout: int = 60
+    """A leg that sends no RTP this long while it should is hung up (not while held)."""
+    session_timer: bool = True
+    """Use RFC 4028 session timers (accepted when a phone offers them, offered to callees)."""
+    session_expires: int = 1800
+    """The session interval asked for on the callee side (RFC 4028 §4)."""
+    min_se: int = 90
+    """The smallest session interval accepted (RFC 4028 §5: at least 90)."""
+    shutdown_grace: int = 2
+    """At shutdown, seconds to wait for the 200s to the BYEs ending active calls."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
     path: Path = Path("switch.db")
     """SQLite file; relative paths are relative to ``data_dir``."""
@@ -153,6 +174,7 @@ class Config:
     sip: SipConfig = field(default_factory=SipConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     users: tuple[User, ...] = ()
@@ -436,6 +458,26 @@ def _read_media(t: _Table) -> MediaConfig:
     return MediaConfig(host=host, rtp_port_min=lo, rtp_port_max=hi)
 
 
+def _read_calls(t: _Table) -> CallsConfig:
+    d = CallsConfig()
+    ring_timeout = t.integer("ring_timeout", d.ring_timeout, 1, 600)
+    max_calls = t.integer("max_calls", d.max_calls, 1, 1_000_000)
+    media_timeout = t.integer("media_timeout", d.media_timeout, 1, 86400)
+    session_timer = t.boolean("session_timer", d.session_timer)
+    # RFC 4028 §4: Min-SE is never below 90 s.
+    min_se = t.integer("min_se", d.min_se, 90, 86400)
+    session_expires = t.integer("session_expires", d.session_expires, 90, 86400)
+    if session_expires < min_se:
+        t.problem("session_expires",
+                  f"must be at least {t.key('min_se')} ({min_se}), got {session_expires}")
+    shutdown_grace = t.integer("shutdown_grace", d.shutdown_grace, 0, 8)
+    t.finish()
+    return CallsConfig(ring_timeout=ring_timeout, max_calls=max_calls,
+                       media_timeout=media_timeout, session_timer=session_timer,
+                       session_expires=max(session_expires, min_se), min_se=min_se,
+                       shutdown_grace=shutdown_grace)
+
+
 def _read_storage(t: _Table) -> StorageConfig:
     path = t.string("path", None)
     t.finish()
@@ -543,14 +585,15 @@ def parse_config(raw: Mapping[str, object], source: Path | None = None) -> Confi
     sip = _read_sip(root.table("sip"))
     http = _read_http(root.table("http"))
     media = _read_media(root.table("media"))
+    calls = _read_calls(root.table("calls"))
     storage = _read_storage(root.table("storage"))
     log = _read_log(root.table("log"))
     users = _read_users(root, problems)
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(data_dir=Path(data_dir), sip=sip, http=http, media=media, storage=storage,
-                  log=log, users=users, source=source)
+    return Config(data_dir=Path(data_dir), sip=sip, http=http, media=media, calls=calls,
+                  storage=storage, log=log, users=users, source=source)
 
 
 def load_config(path: str | Path) -> Config:
@@ -581,7 +624,7 @@ _FLAG_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
 
 def _to_raw(config: Config) -> dict[str, object]:
     """The inverse of parse_config, so overrides are validated by the same code."""
-    s, h, m = config.sip, config.http, config.media
+    s, h, m, c = config.sip, config.http, config.media, config.calls
     http: dict[str, object] = {"host": h.host, "port": h.port,
                                "event_queue_size": h.event_queue_size}
     if h.token is not None:
@@ -601,6 +644,10 @@ def _to_raw(config: Config) -> dict[str, object]:
         "http": http,
         "media": {"host": m.host, "rtp_port_min": m.rtp_port_min,
                   "rtp_port_max": m.rtp_port_max},
+        "calls": {"ring_timeout": c.ring_timeout, "max_calls": c.max_calls,
+                  "media_timeout": c.media_timeout, "session_timer": c.session_timer,
+                  "session_expires": c.session_expires, "min_se": c.min_se,
+                  "shutdown_grace": c.shutdown_grace},
         "storage": {"path": str(config.storage.path)},
         "log": {"format": config.log.format, "level": config.log.level},
         "users": [

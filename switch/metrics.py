@@ -118,6 +118,9 @@ class Metrics:
         self.auth_failures = Counter(
             "switch_auth_failures", "Failed digest authentications, by reason.",
             ["reason"], registry=r)
+        self.call_errors = Counter(
+            "switch_call_errors",
+            "Calls ended because their handling raised an unexpected exception.", registry=r)
         self.sip_transactions_active = Gauge(
             "switch_sip_transactions_active", "SIP transactions in progress.", registry=r)
         self.event_loop_lag_seconds = Gauge(

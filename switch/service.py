@@ -1,4 +1,4 @@
-"""The SIP service: transports, endpoint, UAS core, registrar and their persistence.
+"""The SIP service: transports, endpoint, UAS core, registrar, call control, media.
 
 This is the I/O glue between the sans-I/O pieces (``switch.sip.*``) and the
 engine's edges.  Each request the endpoint passes up goes through the UAS
@@ -8,6 +8,18 @@ whose binding changes go to the write-behind store writer, the event bus
 ``switch_registrations`` gauge.  Binding expiry runs on one timer handle at
 the registrar's next expiry.
 
+INVITEs outside a dialog, requests inside one (a To tag), ACKs, CANCELs and
+everything about client transactions go to call control
+(``switch.call.CallController``), which owns the calls; its records go to a
+second write-behind writer.  The media relay (``switch.media.MediaEngine``,
+docs/MEDIA-API.md) is created and started here; without the media package
+the engine runs signalling-only (ports allocated, nothing relayed).
+
+Shutdown order (``stop``): new INVITEs get 503, every call is ended with BYE
+(or CANCEL / a final response), the 200s are awaited up to
+``[calls] shutdown_grace``, then the transports, the media relay and the
+writers stop, the writers after draining.
+
 Clocks: the sans-I/O core gets ``loop.time()`` (monotonic) as ``now``;
 wall-clock time (``time.time()``) is read here only for what users see
 (Date headers, stored expiry instants).
@@ -16,19 +28,23 @@ wall-clock time (``time.time()``) is read here only for what users see
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from switch.call.controller import CallController
+from switch.call.media import EngineMediaPort, MediaPort, SignallingOnlyMedia
 from switch.config import Config
 from switch.events import EventBus
 from switch.metrics import Metrics
 from switch.model import RegistrationView
 from switch.sip.auth import AuthOutcome, DigestAuthenticator, StaticCredentials, UserCredentials
-from switch.sip.core import CoreConfig, UasCore
+from switch.sip.core import KNOWN_METHODS, CoreConfig, UasCore
 from switch.sip.endpoint import (
     AckReceived,
     CancelReceived,
@@ -39,9 +55,10 @@ from switch.sip.endpoint import (
     TransactionTimedOut,
     TransportErrorOccurred,
 )
+from switch.sip.headers import tag_of
 from switch.sip.location import Binding, LocationService
 from switch.sip.location import Source as BindingSource
-from switch.sip.message import Request, Response
+from switch.sip.message import Message, Request, Response, make_response
 from switch.sip.parser import Limits
 from switch.sip.registrar import (
     BindingAdded,
@@ -52,14 +69,14 @@ from switch.sip.registrar import (
     Registrar,
 )
 from switch.sip.timers import TimerConfig
-from switch.sip.transaction import Source, new_tag
+from switch.sip.transaction import Destination, Source, new_tag
 from switch.sip.transport.driver import SipDriver
+from switch.store.calls import CallRecordWriter
 from switch.store.sqlite import SqliteStore
 from switch.store.writer import BindingWriter
 
-# Methods advertised in Allow today; INVITE and the in-dialog methods join
-# when call control lands (issue 3).
-ALLOWED_METHODS = ("OPTIONS", "REGISTER")
+# Methods advertised in Allow (RFC 3261 §20.5).
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "UPDATE", "INFO", "OPTIONS", "REGISTER")
 SECRET_FILE = "nonce.secret"
 
 
@@ -86,20 +103,54 @@ def load_secret(data_dir: Path) -> bytes:
     return secret
 
 
+class _DriverPort:
+    """The driver as call control's ``SipPort``."""
+
+    def __init__(self, driver: SipDriver) -> None:
+        self._driver = driver
+
+    def respond(self, transaction_id: int, response: Response) -> None:
+        self._driver.respond(transaction_id, response)
+
+    def send_request(self, request: Request, destination: Destination) -> int:
+        return self._driver.send_request(request, destination)
+
+    def send_stateless(self, message: Message, destination: Destination) -> None:
+        self._driver.send_stateless(message, destination)
+
+    def local_address(self) -> tuple[str, int]:
+        endpoint = self._driver.endpoint
+        return endpoint.via_host, endpoint.via_port
+
+
+class _LoopTimers:
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_at(when, callback)
+
+
 class SwitchSipService:
-    """Implements ``switch.app.SipService``."""
+    """Implements ``switch.app.SipService``.
+
+    ``media`` replaces the media relay (tests pass a fake); by default the
+    relay of ``switch.media`` is built from ``[media]`` and ``[calls]``.
+    """
 
     def __init__(self, config: Config, store: SqliteStore, bus: EventBus, metrics: Metrics,
-                 log: FilteringBoundLogger) -> None:
+                 log: FilteringBoundLogger, *, media: MediaPort | None = None) -> None:
         sip = config.sip
         self._config = config
         self._bus = bus
         self._metrics = metrics
         self._log = log
+        # The INVITE server transaction waits for the ring timeout, and the client
+        # one rings as long: the guards must outlast it (Timer C, §16.6 item 11).
+        ringing = float(config.calls.ring_timeout + 30)
         self._driver = SipDriver(
             self._on_event,
             limits=Limits(max_message_size=sip.max_message_size, max_headers=sip.max_headers),
-            timers=TimerConfig(t1=sip.t1_seconds, t2=sip.t2_seconds, t4=sip.t4_seconds),
+            timers=TimerConfig(t1=sip.t1_seconds, t2=sip.t2_seconds, t4=sip.t4_seconds,
+                               timer_c=max(180.0, ringing),
+                               tu_timeout=max(64 * sip.t1_seconds, ringing)),
             advertised_host=None if sip.host in ("0.0.0.0", "::") else sip.host,
         )
         credentials = StaticCredentials(
@@ -119,6 +170,15 @@ class SwitchSipService:
                              new_tag)
         self._core.register_usage("REGISTER", self._register)
         self._writer = BindingWriter(store)
+        self._records = CallRecordWriter(store)
+        self._engine: Any = None
+        if media is None:
+            media = self._build_media(config, metrics)
+        self._media = media
+        self._calls = CallController(
+            config, sip=_DriverPort(self._driver), media=media, timers=_LoopTimers(),
+            clock=self._now, authenticator=self._auth, contacts=self._registrar.lookup,
+            bus=bus, metrics=metrics, log=log, records=self._records)
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,9 +188,30 @@ class SwitchSipService:
 
     # --- life cycle ----------------------------------------------------------------
 
+    def _build_media(self, config: Config, metrics: Metrics) -> MediaPort:
+        media = config.media
+        try:
+            module = importlib.import_module("switch.media")
+        except ImportError:
+            self._log.warning("media.unavailable", hint="signalling only: RTP is not relayed")
+            return SignallingOnlyMedia(media.host, media.rtp_port_min, media.rtp_port_max)
+        self._engine = module.MediaEngine(
+            host=media.host, port_min=media.rtp_port_min, port_max=media.rtp_port_max,
+            inactivity_timeout=float(config.calls.media_timeout), on_event=self._on_media_event,
+            metrics=metrics)
+        return EngineMediaPort(self._engine)
+
+    @property
+    def calls(self) -> CallController:
+        """Call control (what ``/api/v1/calls`` drives)."""
+        return self._calls
+
     async def start(self) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
         await self._writer.start()
+        await self._records.start()
+        if self._engine is not None:
+            await self._engine.start()
         restored = self._registrar.restore(
             await self._writer.load_bindings(time.time()), self._loop.time(), time.time())
         self._metrics.registrations.set(self._registrar.binding_count)
@@ -140,13 +221,25 @@ class SwitchSipService:
         return bound
 
     async def stop(self) -> None:
+        if self._loop is not None and self._driver.bound is not None:
+            # Stop taking calls (503), BYE every call, wait briefly for the 200s.
+            try:
+                await self._calls.shutdown(float(self._config.calls.shutdown_grace))
+            except Exception:   # noqa: BLE001 - shutdown goes on
+                self._log.exception("switch.stop_failed", component="calls")
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         await self._driver.stop()
+        if self._engine is not None:
+            try:
+                await self._engine.stop()
+            except Exception:   # noqa: BLE001 - shutdown goes on
+                self._log.exception("switch.stop_failed", component="media")
         self.sync_metrics()
-        # Drain every pending binding write: shutdown loses nothing.
+        # Drain every pending write: shutdown loses nothing.
         await self._writer.close()
+        await self._records.close(timeout=2.0)
 
     @property
     def driver(self) -> SipDriver:
@@ -176,17 +269,50 @@ class SwitchSipService:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
-            response = self._core.handle(event.request, event.source, self._now(), time.time())
-            if response is not None:
-                self._driver.respond(event.transaction_id, response)
+            self._on_request(event)
+        elif isinstance(event, ResponseReceived):
+            self._calls.receive_response(event.transaction_id, event.response)
+        elif isinstance(event, AckReceived):
+            self._calls.receive_ack(event.request)
+        elif isinstance(event, CancelReceived):
+            self._calls.receive_cancel(event.transaction_id, event.request)
+        elif isinstance(event, TransactionTimedOut):
+            self._calls.transaction_timed_out(event.transaction_id, event.method, event.timer)
+        elif isinstance(event, TransportErrorOccurred):
+            self._calls.transport_error(event.transaction_id, event.method)
         elif isinstance(event, MessageRejected):
             self._metrics.parse_error(event.source.transport)
             self._log.debug("sip.rejected", reason=event.reason, status=event.status,
                             source=f"{event.source.host}:{event.source.port}")
-        elif isinstance(event, (AckReceived, CancelReceived, ResponseReceived,
-                                TransactionTimedOut, TransportErrorOccurred)):
-            # No dialogs or client transactions yet (call control is issue 3).
-            self._log.debug("sip.unhandled_event", kind=type(event).__name__)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        request, txn = event.request, event.transaction_id
+        method = request.method
+        if method != "REGISTER" and method in KNOWN_METHODS \
+                and tag_of(request.headers.get("to") or ""):
+            # §12.2.2: a request inside a dialog (a To tag) belongs to a call leg.
+            if self._calls.receive_in_dialog(txn, request, event.source):
+                return
+            if method != "OPTIONS":
+                self._driver.respond(txn, make_response(request, 481))
+                return
+        if method == "INVITE":
+            refusal = self._core.check(request)
+            if refusal is not None:
+                self._driver.respond(txn, refusal)
+            else:
+                self._calls.receive_invite(txn, request, event.source)
+            return
+        answer = self._core.handle(request, event.source, self._now(), time.time())
+        if answer is not None:
+            self._driver.respond(txn, answer)
+
+    def _on_media_event(self, event: object) -> None:
+        # MediaTimedOut(leg_id) (docs/MEDIA-API.md); other media events are informational.
+        if type(event).__name__ == "MediaTimedOut":
+            leg_id = getattr(event, "leg_id", None)
+            if isinstance(leg_id, str):
+                self._calls.media_timed_out(leg_id)
 
     def _register(self, request: Request, source: object, now: float, wall: float) -> Response:
         assert isinstance(source, Source)

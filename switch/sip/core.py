@@ -85,6 +85,17 @@ class UasCore:
         self._decorate(response)
         return response
 
+    def check(self, request: Request) -> Response | None:
+        """The §8.2 checks alone, for usages that answer later (INVITE): the
+        refusal to send, or None when the request may go on to its usage."""
+        try:
+            response = self._check(request)
+        except SipError as exc:
+            response = self.error_response(request, exc)
+        if response is not None:
+            self._decorate(response)
+        return response
+
     def error_response(self, request: Request, exc: SipError) -> Response:
         response = make_response(request, exc.status, exc.reason, to_tag=self._make_tag(),
                                  extra=exc.headers)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from switch.store.base import BindingKey, Store, StoreError
+from switch.store.base import BindingKey, CallRecord, PartyRecord, Store, StoreError
+from switch.store.calls import CallRecordWriter
 from switch.store.sqlite import SqliteStore
 from switch.store.writer import BindingWriter, WriterStats
 
-__all__ = ["BindingKey", "BindingWriter", "SqliteStore", "Store", "StoreError", "WriterStats"]
+__all__ = ["BindingKey", "BindingWriter", "CallRecord", "CallRecordWriter", "PartyRecord",
+           "SqliteStore", "Store", "StoreError", "WriterStats"]

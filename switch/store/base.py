@@ -15,14 +15,41 @@ here and a migration in the implementation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from switch.sip.location import Binding
 
-__all__ = ["BindingKey", "Store", "StoreError"]
+__all__ = ["BindingKey", "CallRecord", "PartyRecord", "Store", "StoreError"]
 
 BindingKey = tuple[str, str]
 """``(aor, key)``: the identity of a binding (``Binding.aor``, ``Binding.key``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartyRecord:
+    """One leg of a call as recorded: who, which leg, how it ended."""
+
+    leg_id: str
+    role: str                   # "caller" | "callee"
+    extension_or_number: str
+    status: int | None = None   # final SIP status of the leg's INVITE, when known
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """A call detail record; saved when the call starts and again when it changes."""
+
+    call_id: str
+    caller: str                 # the caller's extension (its user record, not its claim)
+    dialed: str                 # the Request-URI user part as dialed
+    callee: str | None          # the extension the call was routed to
+    started_at: float           # Unix time
+    answered_at: float | None = None
+    ended_at: float | None = None
+    result: str | None = None   # answered | busy | no_answer | failed | cancelled
+    cause: str | None = None    # why it ended (caller_bye, ring_timeout, status:486 ...)
+    parties: tuple[PartyRecord, ...] = ()
 
 
 class StoreError(Exception):
@@ -47,3 +74,9 @@ class Store(Protocol):
 
     def write_bindings(self, saves: Sequence[Binding], deletes: Sequence[BindingKey]) -> None:
         """Saves and deletes in one transaction (the write-behind flush)."""
+
+    def save_call_records(self, records: Sequence[CallRecord]) -> None:
+        """Insert or replace, by call id, in one transaction."""
+
+    def load_call_records(self, *, limit: int = 100) -> list[CallRecord]:
+        """The most recently started calls first."""

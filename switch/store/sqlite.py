@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from switch.sip.location import Binding, Source
-from switch.store.base import BindingKey, StoreError
+from switch.store.base import BindingKey, CallRecord, PartyRecord, StoreError
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -52,6 +52,24 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX bindings_expiry ON bindings (expires_at_wall)",
     ),
+    # 2: call detail records (issue 3: start, answer, end, parties, result, cause).
+    (
+        """
+        CREATE TABLE calls (
+            call_id      TEXT PRIMARY KEY,
+            caller       TEXT NOT NULL,
+            dialed       TEXT NOT NULL,
+            callee       TEXT,
+            started_at   REAL NOT NULL,
+            answered_at  REAL,
+            ended_at     REAL,
+            result       TEXT,
+            cause        TEXT,
+            parties      TEXT NOT NULL DEFAULT '[]'
+        )
+        """,
+        "CREATE INDEX calls_started ON calls (started_at)",
+    ),
 )
 
 _COLUMNS: Final = ("aor", "key", "contact", "expires", "expires_at_wall", "updated_at_wall",
@@ -60,6 +78,12 @@ _COLUMNS: Final = ("aor", "key", "contact", "expires", "expires_at_wall", "updat
 _UPSERT: Final = (f"INSERT OR REPLACE INTO bindings ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM bindings WHERE expires_at_wall > ?"
+_CALL_COLUMNS: Final = ("call_id", "caller", "dialed", "callee", "started_at", "answered_at",
+                        "ended_at", "result", "cause", "parties")
+_CALL_UPSERT: Final = (f"INSERT OR REPLACE INTO calls ({', '.join(_CALL_COLUMNS)}) "
+                       f"VALUES ({', '.join('?' for _ in _CALL_COLUMNS)})")
+_CALL_SELECT: Final = (f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls "
+                       f"ORDER BY started_at DESC LIMIT ?")
 
 Row = tuple[object, ...]
 
@@ -83,6 +107,28 @@ def _from_row(row: tuple[Any, ...]) -> Binding:
         q=None if q is None else float(q), user_agent=user_agent, instance_id=instance_id,
         reg_id=None if reg_id is None else int(reg_id),
         path=tuple(str(p) for p in json.loads(path)))
+
+
+def _call_to_row(r: CallRecord) -> Row:
+    parties = [{"leg_id": p.leg_id, "role": p.role,
+                "extension_or_number": p.extension_or_number, "status": p.status}
+               for p in r.parties]
+    return (r.call_id, r.caller, r.dialed, r.callee, r.started_at, r.answered_at, r.ended_at,
+            r.result, r.cause, json.dumps(parties))
+
+
+def _call_from_row(row: tuple[Any, ...]) -> CallRecord:
+    (call_id, caller, dialed, callee, started_at, answered_at, ended_at, result, cause,
+     parties) = row
+    return CallRecord(
+        call_id=call_id, caller=caller, dialed=dialed, callee=callee,
+        started_at=float(started_at),
+        answered_at=None if answered_at is None else float(answered_at),
+        ended_at=None if ended_at is None else float(ended_at), result=result, cause=cause,
+        parties=tuple(PartyRecord(leg_id=p["leg_id"], role=p["role"],
+                                  extension_or_number=p["extension_or_number"],
+                                  status=p.get("status"))
+                      for p in json.loads(parties)))
 
 
 class SqliteStore:
@@ -195,3 +241,25 @@ class SqliteStore:
         with self._lock:
             return int(self._connection().execute("SELECT count(*) FROM bindings")
                        .fetchone()[0])
+
+    # --- call records ------------------------------------------------------------
+
+    def save_call_records(self, records: Sequence[CallRecord]) -> None:
+        if not records:
+            return
+        rows = [_call_to_row(r) for r in records]
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_CALL_UPSERT, rows)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write call records: {exc}") from exc
+
+    def load_call_records(self, *, limit: int = 100) -> list[CallRecord]:
+        with self._lock:
+            rows = self._connection().execute(_CALL_SELECT, (limit,)).fetchall()
+        return [_call_from_row(row) for row in rows]

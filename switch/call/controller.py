@@ -1,0 +1,1174 @@
+"""Call control: the B2BUA that turns one INVITE into a call of bridged legs.
+
+Theory of operation
+-------------------
+``CallController`` is the transaction user above the SIP endpoint for
+everything INVITE-related.  The SIP service hands it endpoint events
+(``receive_invite``, ``receive_in_dialog``, ``receive_ack``,
+``receive_cancel``, ``receive_response``, ``transaction_timed_out``,
+``transport_error``) and media events (``media_timed_out``); it drives one
+``InviteSession`` per leg (``switch.sip.invite``) and executes what the
+sessions return: ``SendRequest`` → a client transaction towards the leg's
+phone, ``SendResponse`` → the server transaction, ``SendAck`` → straight to
+the transport with a fresh Via (RFC 3261 §13.2.2.4), ``SendCancel`` → a
+CANCEL transaction (§9.1).  The sessions' events are call-control decisions:
+an answer from the callee becomes the caller's 2xx, a re-INVITE on one side
+becomes a re-INVITE on the other, a ``SessionTerminated`` ends the call.
+
+Routing (issue 3): the caller authenticates with digest (407, RFC 3261
+§22.3); the Request-URI user part is an extension or a number of one user
+(``Config.lookup``); every registered contact of that user gets its own
+INVITE, its own leg, Call-ID and media port (parallel forking); the first
+2xx wins and the other forks are CANCELed (a 2xx that crosses the CANCEL is
+ACKed and BYEd by its session).  When every fork fails the caller gets the
+best of their responses (RFC 3261 §16.7).  The caller ID the callee sees is
+the caller's user record (From and P-Asserted-Identity, RFC 3325), never what
+the phone put in its From.  Requests to a phone go to the address its
+REGISTER (or INVITE) came from, so phones behind NAT are reached (RFC 3581).
+
+Time: the sessions get ``clock()`` as ``now``; each leg keeps one timer at
+its session's ``get_timer()``; the call keeps one ring timer.  ``Timers`` is
+the loop's ``call_at`` in production and a fake clock in tests.  Opening
+media legs is the only awaited step (the relay binds sockets); it runs in a
+task per call, through ``spawn``.
+
+Failure isolation (DESIGN.md rule 5): every entry point runs one call's
+handling inside ``_guard``: a ``SipError`` a session raises is answered with
+its status; any other exception is logged with the call's id, counted
+(``switch_call_errors_total``), and ends that call (500 to an unanswered
+caller, BYE to answered legs).  No exception leaves the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from switch.call.media import MediaLegHandle, MediaPort, MediaUnavailable
+from switch.call.model import (
+    Call,
+    CallInput,
+    CallResult,
+    CallState,
+    Exchange,
+    Leg,
+    LegInput,
+    LegState,
+    TimerHandle,
+)
+from switch.call.offers import (
+    anchor_answer,
+    anchor_offer,
+    leg_config,
+    local_answer,
+    local_offer,
+)
+from switch.call.routing import best_response, classify, target_user_part
+from switch.config import Config, User
+from switch.events import CALL_ANSWERED, CALL_CREATED, CALL_ENDED
+from switch.logs import call_context
+from switch.metrics import Metrics
+from switch.model import (
+    CallView,
+    ConflictError,
+    ControlError,
+    NotFoundError,
+    PartyView,
+    RecordingView,
+    TransferView,
+    VoicemailView,
+)
+from switch.sip.auth import AuthOutcome, AuthResult
+from switch.sip.errors import SipError
+from switch.sip.headers import quote, tag_of
+from switch.sip.invite import (
+    AnswerReceived,
+    EndReason,
+    GlareDetected,
+    InDialogRequestReceived,
+    InviteConfig,
+    InviteSession,
+    ModificationFailed,
+    ModificationRetryDue,
+    OfferReceived,
+    OfferRequested,
+    Output,
+    ProgressReceived,
+    Role,
+    SendAck,
+    SendCancel,
+    SendRequest,
+    SendResponse,
+    SessionEstablished,
+    SessionTerminated,
+    State,
+)
+from switch.sip.location import Binding
+from switch.sip.message import Headers, Message, Request, Response, make_response
+from switch.sip.sdp import OriginState, SdpError, SdpNotAcceptable, SessionDescription, parse_sdp
+from switch.sip.session_timer import SessionTimerConfig
+from switch.sip.transaction import Destination, Source, new_branch, new_tag
+from switch.store.base import CallRecord, PartyRecord
+
+__all__ = [
+    "CallController",
+    "InDialogHandler",
+    "NotImplementedYet",
+    "RecordSink",
+    "SipPort",
+    "Timers",
+]
+
+
+class NotImplementedYet(ControlError):
+    """A control the engine does not offer yet (transfers, recording, voicemail)."""
+
+    status = 501
+    code = "not_implemented"
+
+
+class SipPort(Protocol):
+    """The SIP driver as call control uses it (``SipDriver`` plus its address)."""
+
+    def respond(self, transaction_id: int, response: Response) -> None: ...
+
+    def send_request(self, request: Request, destination: Destination) -> int: ...
+
+    def send_stateless(self, message: Message, destination: Destination) -> None: ...
+
+    def local_address(self) -> tuple[str, int]: ...
+
+
+class Timers(Protocol):
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class Authenticator(Protocol):
+    def authenticate(self, request: Request, source_ip: str, now: float) -> AuthResult: ...
+
+
+class RecordSink(Protocol):
+    def save(self, record: CallRecord) -> None: ...
+
+
+class EventSink(Protocol):
+    def publish(self, type: str, **fields: object) -> Any: ...
+
+
+InDialogHandler = Callable[[Leg, Request, int], Response | None]
+"""Answers an in-dialog request this usage does not handle (INFO, REFER, ...);
+returns the response, or None when it answers later itself."""
+
+Contacts = Callable[[str, float], list[Binding]]
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+_ALLOW_IN_DIALOG = frozenset({"OPTIONS", "INFO"})
+
+
+class CallController:
+    """Implements ``switch.model.CallControl`` and the INVITE usage of the SIP service."""
+
+    def __init__(self, config: Config, *, sip: SipPort, media: MediaPort, timers: Timers,
+                 clock: Callable[[], float], authenticator: Authenticator,
+                 contacts: Contacts, bus: EventSink, metrics: Metrics,
+                 log: FilteringBoundLogger, records: RecordSink | None = None,
+                 spawn: Spawn | None = None, wall: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._sip = sip
+        self._media = media
+        self._timers = timers
+        self._clock = clock
+        self._wall = wall
+        self._auth = authenticator
+        self._contacts = contacts
+        self._bus = bus
+        self._metrics = metrics
+        self._log = log
+        self._records = records
+        self._spawn: Spawn = spawn or _create_task
+        calls = config.calls
+        self._invite_config = InviteConfig(
+            t1=config.sip.t1_seconds, t2=config.sip.t2_seconds,
+            session_timer=SessionTimerConfig(enabled=calls.session_timer,
+                                             session_expires=calls.session_expires,
+                                             min_se=calls.min_se))
+        self._linger = 64 * config.sip.t1_seconds
+        self._calls: dict[str, Call] = {}
+        self._legs: dict[str, Leg] = {}
+        self._by_dialog: dict[tuple[str, str], Leg] = {}
+        self._by_invite: dict[int, Leg] = {}
+        self._txns: dict[int, tuple[Leg, Request]] = {}
+        self._leg_txns: dict[str, list[int]] = {}
+        self._handlers: dict[str, InDialogHandler] = {}
+        self._stopping = False
+        self._errors = 0
+        self._quiet: asyncio.Event | None = None
+        self._next_leg = 0
+
+    # --- extension points ---------------------------------------------------------
+
+    def register_in_dialog(self, method: str, handler: InDialogHandler) -> None:
+        """Answer in-dialog ``method`` requests (REFER for transfers, INFO for DTMF ...)."""
+        self._handlers[method.upper()] = handler
+
+    def call(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    @property
+    def calls(self) -> Sequence[Call]:
+        return list(self._calls.values())
+
+    @property
+    def leg_count(self) -> int:
+        """Legs still known (those ended but lingering for retransmissions included)."""
+        return len(self._legs)
+
+    # --- entry points: SIP ----------------------------------------------------------
+
+    def receive_invite(self, txn: int, request: Request, source: Source) -> None:
+        """An INVITE outside any dialog: authenticate, create the call, route it."""
+        now = self._clock()
+        if self._stopping:
+            self._reply(txn, request, 503, extra=(("Retry-After", "30"),))
+            return
+        auth = self._auth.authenticate(request, source.host, now)
+        if not auth.ok or auth.user is None:
+            if auth.outcome in (AuthOutcome.FAILED, AuthOutcome.BLOCKED):
+                self._metrics.auth_failure(auth.outcome.name.lower())
+                self._log.info("auth.failed", outcome=auth.outcome.name.lower(),
+                               method="INVITE", source=f"{source.host}:{source.port}")
+            if auth.response is not None:
+                self._sip.respond(txn, auth.response)
+            else:
+                self._reply(txn, request, 403)
+            return
+        caller = self._config.user(auth.user.extension)
+        if caller is None:
+            self._reply(txn, request, 403)
+            return
+        if len(self._calls) >= self._config.calls.max_calls:
+            self._log.warning("call.refused", reason="max_calls",
+                              max_calls=self._config.calls.max_calls)
+            self._reply(txn, request, 503, extra=(("Retry-After", "5"),))
+            return
+        max_forwards = (request.headers.get("max-forwards") or "70").strip()
+        if max_forwards == "0":
+            self._reply(txn, request, 483)       # §16.3 item 2 (loop protection)
+            return
+        try:
+            session = InviteSession.uas(request, local_tag=new_tag(),
+                                        local_contact=self._contact(source.transport), txn=txn,
+                                        config=self._invite_config)
+        except SipError as exc:
+            self._reply(txn, request, exc.status, exc.reason, extra=exc.headers)
+            return
+        call = Call(id=secrets.token_hex(8), created_at=now, created_wall=self._wall())
+        leg = self._new_leg(call, role=Role.UAS, party=caller.extension, user=caller,
+                            destination=Destination(transport=source.transport,
+                                                    host=source.host, port=source.port,
+                                                    connection_id=source.connection_id),
+                            session=session, state=LegState.INCOMING)
+        leg.invite_txn = txn
+        call.caller = leg
+        self._by_invite[txn] = leg
+        self._calls[call.id] = call
+        self._metrics.calls_active.inc()
+        with self._guard(call):
+            self._route(call, leg, request, now)
+
+    def receive_in_dialog(self, txn: int, request: Request, source: Source) -> bool:
+        """A request with a To tag; False when it names no dialog of ours (→ 481)."""
+        leg = self._leg_for(request)
+        if leg is None:
+            return False
+        errors = self._errors
+        with self._guard(leg.call):
+            try:
+                outputs = leg.session.receive_request(request, self._clock(), txn)
+            except SipError as exc:
+                self._reply(txn, request, exc.status, exc.reason, extra=exc.headers)
+                return True
+            self._run(leg, outputs)
+        if self._errors != errors:
+            self._reply(txn, request, 500)     # no-op if it was answered before the failure
+        return True
+
+    def receive_ack(self, request: Request) -> None:
+        leg = self._leg_for(request)
+        if leg is None:
+            return
+        with self._guard(leg.call):
+            try:
+                outputs = leg.session.receive_request(request, self._clock())
+            except SipError as exc:
+                self._log.debug("sip.ack_ignored", reason=str(exc))
+                return
+            self._run(leg, outputs)
+
+    def receive_cancel(self, invite_txn: int, request: Request) -> None:
+        """CANCEL of an INVITE we have not answered (the endpoint sent the 200, §9.2)."""
+        leg = self._by_invite.get(invite_txn)
+        if leg is None:
+            return
+        with self._guard(leg.call):
+            self._run(leg, leg.session.receive_request(request, self._clock(), None))
+
+    def receive_response(self, txn: int, response: Response) -> None:
+        entry = self._txns.get(txn)
+        if entry is None:
+            return
+        leg, request = entry
+        if response.status >= 200 and request.method != "INVITE":
+            self._forget_txn(txn)
+        with self._guard(leg.call):
+            self._run(leg, leg.session.receive_response(response, self._clock()))
+
+    def transaction_timed_out(self, txn: int, method: str, timer: str) -> None:
+        entry = self._txns.get(txn)
+        if entry is not None:
+            # §8.1.3.1: a client transaction timeout is a 408 from the far end.
+            self.receive_response(txn, make_response(entry[1], 408))
+            return
+        leg = self._by_invite.get(txn)
+        if leg is not None and timer == "TU":
+            # The endpoint answered 500 itself: our answer never came (a bug).
+            with self._guard(leg.call):
+                self._end_call(leg.call, CallResult.FAILED, "no_final_response", status=500)
+
+    def transport_error(self, txn: int, method: str) -> None:
+        entry = self._txns.get(txn)
+        if entry is not None:
+            # §8.1.3.1: a transport failure is treated as a 503.
+            self.receive_response(txn, make_response(entry[1], 503))
+
+    # --- entry points: media -----------------------------------------------------------
+
+    def media_timed_out(self, leg_id: str) -> None:
+        """No RTP from a leg's phone for the media timeout: hang the call up."""
+        leg = self._legs.get(leg_id)
+        if leg is None or not leg.live or leg.call.state is not CallState.ANSWERED:
+            return
+        if leg.held or self._media_paused(leg):
+            return              # RFC 3264 §8.4: no media is expected while held
+        with self._guard(leg.call):
+            self._log.info("call.media_timeout", leg_id=leg.id, party=leg.party)
+            self._end_call(leg.call, CallResult.ANSWERED, "media_timeout")
+
+    # --- CallControl (switch.model) -------------------------------------------------------
+
+    def list_calls(self) -> Sequence[CallView]:
+        return [self._view(call) for call in self._calls.values()]
+
+    async def hang_up(self, call_id: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None:
+            raise NotFoundError(f"no call {call_id}")
+        with self._guard(call):
+            result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
+                else CallResult.CANCELLED
+            self._end_call(call, result, "api_hangup", status=480)
+
+    async def transfer(self, call_id: str, *, by: str, kind: str, target: str) -> TransferView:
+        call = self._answered(call_id)
+        raise NotImplementedYet(f"{kind} transfer of call {call.id} is not implemented yet")
+
+    def get_transfer(self, transfer_id: str) -> TransferView:
+        raise NotFoundError(f"no transfer {transfer_id}")
+
+    async def complete_transfer(self, transfer_id: str) -> TransferView:
+        raise NotFoundError(f"no transfer {transfer_id}")
+
+    async def cancel_transfer(self, transfer_id: str) -> TransferView:
+        raise NotFoundError(f"no transfer {transfer_id}")
+
+    async def set_recording(self, call_id: str, *, by: str, action: str) -> RecordingView:
+        call = self._answered(call_id)
+        raise NotImplementedYet(f"recording of call {call.id} is not implemented yet")
+
+    def list_voicemail(self, extension: str) -> Sequence[VoicemailView]:
+        if self._config.user(extension) is None:
+            raise NotFoundError(f"no user {extension}")
+        raise NotImplementedYet("voicemail is not implemented yet")
+
+    def _answered(self, call_id: str) -> Call:
+        call = self._calls.get(call_id)
+        if call is None:
+            raise NotFoundError(f"no call {call_id}")
+        if call.state is not CallState.ANSWERED:
+            raise ConflictError(f"call {call_id} is {call.state.name.lower()}, not answered")
+        return call
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Refuse new calls (503), end every call with BYE, wait up to ``grace`` for the 200s."""
+        self._stopping = True
+        for call in list(self._calls.values()):
+            with self._guard(call):
+                result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
+                    else CallResult.CANCELLED
+                self._end_call(call, result, "shutdown", status=503)
+        if not self._busy():
+            return
+        self._quiet = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._quiet.wait(), grace)
+        except TimeoutError:
+            self._log.warning("call.shutdown_incomplete",
+                              legs=sum(1 for leg in self._legs.values()
+                                       if leg.session.state is not State.TERMINATED))
+
+    def _busy(self) -> bool:
+        return any(leg.session.state is not State.TERMINATED for leg in self._legs.values())
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def _route(self, call: Call, caller: Leg, request: Request, now: float) -> None:
+        outputs = caller.session.start(now)
+        offer_body: bytes | None = None
+        for item in outputs:
+            if isinstance(item, OfferReceived):
+                offer_body = item.body
+        self._publish_created(call, caller, request)
+        self._run(caller, [o for o in outputs
+                           if not isinstance(o, (OfferReceived, OfferRequested))])
+        if call.ended or not caller.live:
+            return
+        dialed = target_user_part(request.uri)
+        call.dialed = dialed or ""
+        target = self._config.lookup(dialed) if dialed else None
+        if target is None:
+            self._end_call(call, CallResult.FAILED, "not_found", status=404)
+            return
+        call.target = target
+        self._save(call)
+        bindings = self._contacts(target.extension, now)
+        if not bindings:
+            self._end_call(call, CallResult.FAILED, "not_registered", status=480)
+            return
+        offer: SessionDescription | None = None
+        if offer_body is not None:
+            try:
+                offer = parse_sdp(offer_body)
+                anchor_offer(offer, address=self._media_host, port=0)   # codecs we relay?
+            except SdpNotAcceptable:
+                self._end_call(call, CallResult.FAILED, "no_common_codec", status=488)
+                return
+            except SdpError:
+                self._end_call(call, CallResult.FAILED, "bad_sdp", status=400)
+                return
+            caller.remote_sdp = offer
+        self._log.info("call.routing", caller=caller.party, dialed=call.dialed,
+                       target=target.extension, contacts=len(bindings))
+        call.task = _as_task(self._spawn(self._open_and_fork(call, caller, target, bindings,
+                                                             offer)))
+
+    async def _open_and_fork(self, call: Call, caller: Leg, target: User,
+                             bindings: list[Binding], offer: SessionDescription | None) -> None:
+        opened: list[MediaLegHandle] = []
+        fork_ids = [self._leg_id(call) for _ in bindings]
+        try:
+            for leg_id in (caller.id, *fork_ids):
+                opened.append(await self._media.open_leg(leg_id))
+        except (MediaUnavailable, OSError) as exc:
+            for handle in opened:
+                self._media.close_leg(handle)
+            with self._guard(call):
+                self._log.warning("call.media_unavailable", error=str(exc))
+                self._end_call(call, CallResult.FAILED, "media_unavailable", status=503)
+            return
+        if call.ended or not caller.live:
+            for handle in opened:
+                self._media.close_leg(handle)
+            return
+        with self._guard(call):
+            caller.media = opened[0]
+            self._fork(call, caller, target, list(zip(fork_ids, bindings, opened[1:],
+                                                      strict=True)), offer)
+
+    def _fork(self, call: Call, caller: Leg, target: User,
+              forks: list[tuple[str, Binding, MediaLegHandle]],
+              offer: SessionDescription | None) -> None:
+        now = self._clock()
+        for leg_id, binding, handle in forks:
+            destination = Destination(transport=binding.source.transport,
+                                      host=binding.source.host, port=binding.source.port)
+            origin = self._origin()
+            body: bytes | None = None
+            exchange_offer: tuple[SessionDescription, int] | None = None
+            if offer is not None:
+                relayed, index = anchor_offer(offer, address=self._media_host,
+                                              port=handle.local_port)
+                origin, relayed = origin.stamp(relayed)
+                body = relayed.encode()
+                exchange_offer = (relayed, index)
+            invite = self._fork_invite(call, caller, binding, destination, body)
+            session = InviteSession.uac(invite, config=self._invite_config)
+            leg = self._new_leg(call, role=Role.UAC, party=target.extension, user=target,
+                                destination=destination, session=session,
+                                state=LegState.CALLING, leg_id=leg_id, origin=origin)
+            leg.media = handle
+            if exchange_offer is not None and offer is not None:
+                leg.local_sdp, leg.stream = exchange_offer
+                leg.exchange = Exchange(offerer=caller, answerer=leg, offer=offer,
+                                        index=exchange_offer[1])
+            call.forks.append(leg)
+        call.advance(CallInput.FORKED)
+        call.ring_timer = self._timers.call_at(now + self._config.calls.ring_timeout,
+                                               partial(self._ring_timeout, call))
+        for leg in list(call.forks):
+            if call.ended:
+                break
+            self._run(leg, leg.session.start(now))
+
+    def _fork_invite(self, call: Call, caller: Leg, binding: Binding, destination: Destination,
+                     body: bytes | None) -> Request:
+        """The INVITE to one contact of the callee, with the caller ID of the caller's record."""
+        realm = self._config.sip.realm
+        user = caller.user
+        assert user is not None
+        identity = f'{quote(user.name)} <sip:{user.extension}@{realm}>'
+        host, _ = self._sip.local_address()
+        headers = Headers()
+        for hop in binding.path:                     # RFC 3327 §5.3: Path becomes Route
+            headers.add("Route", hop)
+        incoming = caller.session.invite.headers.get("max-forwards")
+        hops = int(incoming) - 1 if incoming and incoming.strip().isdigit() else 70
+        headers.add("Max-Forwards", str(max(1, min(70, hops))))
+        headers.add("From", f"{identity};tag={new_tag()}")
+        headers.add("To", f"<sip:{call.dialed}@{realm}>")
+        headers.add("Call-ID", f"{secrets.token_hex(12)}@{_host_for_uri(host)}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", self._contact(destination.transport))
+        headers.add("P-Asserted-Identity", identity)   # RFC 3325 §9.1
+        headers.add("User-Agent", self._config.sip.user_agent)
+        if body is not None:
+            headers.add("Content-Type", "application/sdp")
+        return Request("INVITE", binding.contact, headers, body or b"")
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.ring_timer = None
+        if call.state is not CallState.RINGING:
+            return
+        with self._guard(call):
+            self._log.info("call.ring_timeout", seconds=self._config.calls.ring_timeout)
+            self._end_call(call, CallResult.NO_ANSWER, "ring_timeout", status=408)
+
+    # --- executing session outputs --------------------------------------------------------------
+
+    def _run(self, leg: Leg, outputs: list[Output]) -> None:
+        for item in outputs:
+            if isinstance(item, SendRequest):
+                self._send_request(leg, item.request)
+            elif isinstance(item, SendResponse):
+                if item.txn is not None:
+                    self._send_response(item.txn, item.response)
+            elif isinstance(item, SendAck):
+                self._send_ack(leg, item.request)
+            elif isinstance(item, SendCancel):
+                self._send_request(leg, item.cancel)
+            else:
+                self._on_event(leg, item)
+        self._arm(leg)
+        self._maybe_release(leg)
+
+    def _send_request(self, leg: Leg, request: Request) -> None:
+        if "user-agent" not in request.headers:
+            request.headers.add("User-Agent", self._config.sip.user_agent)
+        txn = self._sip.send_request(request, leg.destination)
+        self._txns[txn] = (leg, request)
+        self._leg_txns.setdefault(leg.id, []).append(txn)
+
+    def _send_response(self, txn: object, response: Response) -> None:
+        assert isinstance(txn, int)
+        if "server" not in response.headers:
+            response.headers.add("Server", self._config.sip.user_agent)
+        try:
+            self._sip.respond(txn, response)
+        except SipError as exc:
+            # The transaction is gone (or already answered): nothing left to do.
+            self._log.debug("sip.respond_failed", status=response.status, reason=str(exc))
+
+    def _send_ack(self, leg: Leg, ack: Request) -> None:
+        # §13.2.2.4: the ACK for a 2xx is its own transaction-less request; the
+        # session re-sends the same one for a retransmitted 2xx, so copy it.
+        host, port = self._sip.local_address()
+        headers = ack.headers.copy()
+        headers.prepend("Via", f"SIP/2.0/{leg.destination.transport.upper()} "
+                               f"{_host_for_uri(host)}:{port};branch={new_branch()};rport")
+        self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body), leg.destination)
+
+    def _reply(self, txn: int, request: Request, status: int, reason: str | None = None, *,
+               extra: Sequence[tuple[str, str]] = ()) -> None:
+        response = make_response(request, status, reason, to_tag=new_tag(), extra=extra)
+        self._send_response(txn, response)
+
+    # --- session events ---------------------------------------------------------------------
+
+    def _on_event(self, leg: Leg, event: Output) -> None:
+        call = leg.call
+        if isinstance(event, SessionTerminated):
+            self._leg_ended(leg, event.reason, event.status)
+        elif isinstance(event, ProgressReceived):
+            self._progress(call, leg, event)
+        elif isinstance(event, OfferReceived):
+            self._offer_received(call, leg, event.body, event.method)
+        elif isinstance(event, OfferRequested):
+            self._offer_requested(leg)
+        elif isinstance(event, AnswerReceived):
+            self._answer_received(leg, event.body)
+        elif isinstance(event, SessionEstablished):
+            if leg.state in (LegState.CALLING, LegState.RINGING, LegState.INCOMING):
+                leg.advance(LegInput.ANSWERED)
+        elif isinstance(event, ModificationFailed):
+            self._exchange_failed(leg, event.status)
+        elif isinstance(event, ModificationRetryDue):
+            self._exchange_failed(leg, 491)
+        elif isinstance(event, GlareDetected):
+            self._log.info("call.glare", leg_id=leg.id, retry_at=event.retry_at)
+        elif isinstance(event, InDialogRequestReceived):
+            self._in_dialog(leg, event)
+
+    def _progress(self, call: Call, fork: Leg, event: ProgressReceived) -> None:
+        if not fork.live:
+            return
+        fork.advance(LegInput.PROGRESS)
+        caller = call.caller
+        if caller is None or not caller.live or call.state is not CallState.RINGING:
+            return
+        now = self._clock()
+        ex = fork.exchange
+        if event.body is not None and ex is not None and not caller.early_media \
+                and caller.media is not None and fork.media is not None:
+            # Early media (183 + SDP, the preview of the answer, §13.3.1.1).
+            try:
+                early = parse_sdp(event.body)
+                answer = anchor_answer(early, ex.offer, ex.index, address=self._media_host,
+                                       port=caller.media.local_port)
+            except (SdpError, SdpNotAcceptable) as exc:
+                self._log.info("call.early_media_ignored", leg_id=fork.id, reason=str(exc))
+            else:
+                caller.origin, answer = caller.origin.stamp(answer)
+                caller.early_media = True
+                fork.remote_sdp = early
+                caller.local_sdp, caller.stream, fork.stream = answer, ex.index, ex.index
+                self._configure(caller)
+                self._configure(fork)
+                self._bridge(call, caller, fork)
+                self._advance_caller_progress(caller)
+                self._run(caller, caller.session.progress(now, 183, body=answer.encode()))
+                return
+        if event.status == 180 and caller.state is LegState.INCOMING:
+            self._advance_caller_progress(caller)
+            self._run(caller, caller.session.progress(now, 180))
+
+    @staticmethod
+    def _advance_caller_progress(caller: Leg) -> None:
+        if caller.state in (LegState.INCOMING, LegState.RINGING):
+            caller.advance(LegInput.PROGRESS)
+
+    def _offer_received(self, call: Call, leg: Leg, body: bytes, method: str) -> None:
+        if leg.role is Role.UAC and call.state is CallState.RINGING and leg.live \
+                and leg.session.state is State.ACKING:
+            self._late_offer_answer(call, leg, body)
+            return
+        self._relay_offer(call, leg, body)
+
+    def _late_offer_answer(self, call: Call, fork: Leg, body: bytes) -> None:
+        """A 2xx with the offer (the caller sent none): this fork wins (§13.2.1)."""
+        caller = call.caller
+        assert caller is not None
+        try:
+            offer = parse_sdp(body)
+            assert caller.media is not None
+            relayed, index = anchor_offer(offer, address=self._media_host,
+                                          port=caller.media.local_port)
+        except (SdpError, SdpNotAcceptable) as exc:
+            self._log.info("call.fork_unusable_offer", leg_id=fork.id, reason=str(exc))
+            fork.status = 488
+            self._hangup_leg(fork)
+            self._fork_failed(call, fork)
+            return
+        caller.origin, relayed = caller.origin.stamp(relayed)
+        fork.remote_sdp = offer
+        caller.local_sdp, caller.stream, fork.stream = relayed, index, index
+        ex = Exchange(offerer=fork, answerer=caller, offer=offer, index=index)
+        fork.exchange = caller.exchange = ex
+        self._answer_call(call, fork, relayed.encode())
+
+    def _relay_offer(self, call: Call, leg: Leg, body: bytes) -> None:
+        """A re-INVITE/UPDATE offer (hold, resume, new media) goes to the bridged peer."""
+        now = self._clock()
+        try:
+            offer = parse_sdp(body)
+        except SdpError:
+            self._run(leg, leg.session.reject_offer(now, 400))
+            return
+        peer = call.peer(leg)
+        if peer is None or not peer.live or peer.media is None or leg.media is None \
+                or call.state is not CallState.ANSWERED:
+            self._answer_locally(leg, offer)
+            return
+        if not peer.session.can_modify:
+            self._run(leg, leg.session.reject_offer(now, 491))     # §14.1
+            return
+        try:
+            relayed, index = anchor_offer(offer, address=self._media_host,
+                                          port=peer.media.local_port)
+        except SdpNotAcceptable:
+            self._run(leg, leg.session.reject_offer(now, 488))
+            return
+        peer.origin, relayed = peer.origin.stamp(relayed)
+        ex = Exchange(offerer=leg, answerer=peer, offer=offer, index=index)
+        leg.exchange = peer.exchange = ex
+        peer.local_sdp = relayed
+        self._log.info("call.reoffer", from_leg=leg.id, to_leg=peer.id,
+                       hold=offer.is_hold())
+        self._run(peer, peer.session.reinvite(now, relayed.encode()))
+
+    def _answer_locally(self, leg: Leg, offer: SessionDescription) -> None:
+        now = self._clock()
+        if leg.media is None:
+            self._run(leg, leg.session.reject_offer(now, 488))
+            return
+        try:
+            answer, index = local_answer(offer, address=self._media_host,
+                                         port=leg.media.local_port)
+        except SdpNotAcceptable:
+            self._run(leg, leg.session.reject_offer(now, 488))
+            return
+        leg.origin, answer = leg.origin.stamp(answer)
+        leg.remote_sdp, leg.local_sdp, leg.stream = offer, answer, index
+        self._configure(leg)
+        self._run(leg, leg.session.answer(now, answer.encode()))
+
+    def _offer_requested(self, leg: Leg) -> None:
+        """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer."""
+        now = self._clock()
+        if leg.media is None:
+            self._run(leg, leg.session.reject_offer(now, 488))
+            return
+        offer = leg.local_sdp or local_offer(address=self._media_host,
+                                             port=leg.media.local_port)
+        leg.origin, offer = leg.origin.stamp(offer)
+        leg.local_sdp = offer
+        self._run(leg, leg.session.answer(now, offer.encode()))
+
+    def _answer_received(self, leg: Leg, body: bytes) -> None:
+        ex = leg.exchange
+        try:
+            answer = parse_sdp(body)
+        except SdpError as exc:
+            self._log.info("call.bad_answer", leg_id=leg.id, reason=str(exc))
+            if ex is not None:
+                self._exchange_failed(leg, 488)
+            return
+        leg.remote_sdp = answer
+        if ex is None or ex.answerer is not leg:
+            self._configure(leg)          # the answer to an offer of our own
+            return
+        self._complete_exchange(leg, ex, answer)
+
+    def _complete_exchange(self, answerer: Leg, ex: Exchange, answer: SessionDescription) -> None:
+        offerer = ex.offerer
+        call = answerer.call
+        now = self._clock()
+        self._clear_exchange(ex)
+        initial = offerer.role is Role.UAS and offerer.session.state is State.RECEIVED
+        if initial and call.state is not CallState.RINGING:
+            return                        # a fork answering after the call was decided
+        if not offerer.live or offerer.media is None:
+            return
+        try:
+            relayed = anchor_answer(answer, ex.offer, ex.index, address=self._media_host,
+                                    port=offerer.media.local_port)
+        except SdpNotAcceptable as exc:
+            self._log.info("call.answer_unusable", leg_id=answerer.id, reason=str(exc))
+            if initial:
+                answerer.status = 488
+                self._hangup_leg(answerer)
+                self._fork_failed(call, answerer)
+            else:
+                self._run(offerer, offerer.session.reject_offer(now, 488))
+            return
+        offerer.origin, relayed = offerer.origin.stamp(relayed)
+        offerer.local_sdp, offerer.stream, answerer.stream = relayed, ex.index, ex.index
+        if not initial:
+            offerer.remote_sdp = ex.offer
+        self._configure(offerer)
+        self._configure(answerer)
+        if initial:
+            self._answer_call(call, answerer, relayed.encode())
+        else:
+            self._bridge(call, offerer, answerer)
+            self._run(offerer, offerer.session.answer(now, relayed.encode()))
+
+    def _exchange_failed(self, leg: Leg, status: int) -> None:
+        ex = leg.exchange
+        if ex is None or ex.answerer is not leg:
+            return
+        self._clear_exchange(ex)
+        offerer = ex.offerer
+        if offerer.live and offerer.session.pending_remote is not None:
+            code = status if 300 <= status < 700 else 500
+            self._run(offerer, offerer.session.reject_offer(self._clock(), code))
+
+    @staticmethod
+    def _clear_exchange(ex: Exchange) -> None:
+        for leg in (ex.offerer, ex.answerer):
+            if leg.exchange is ex:
+                leg.exchange = None
+
+    def _in_dialog(self, leg: Leg, event: InDialogRequestReceived) -> None:
+        request = event.request
+        assert isinstance(event.txn, int)
+        handler = self._handlers.get(request.method)
+        if handler is not None:
+            response = handler(leg, request, event.txn)
+        elif request.method in _ALLOW_IN_DIALOG:
+            response = make_response(request, 200)
+        else:
+            response = make_response(request, 501)
+        if response is not None:
+            self._send_response(event.txn, response)
+
+    # --- answering, bridging, ending --------------------------------------------------------
+
+    def _answer_call(self, call: Call, winner: Leg, body: bytes) -> None:
+        caller = call.caller
+        assert caller is not None
+        now = self._clock()
+        outputs = caller.session.accept(now, body=body)
+        call.advance(CallInput.ANSWERED)
+        call.answered_wall = self._wall()
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        caller.advance(LegInput.ANSWERED)
+        if winner.state in (LegState.CALLING, LegState.RINGING):
+            winner.advance(LegInput.ANSWERED)
+        winner.status = 200
+        setup = max(0.0, now - call.created_at)
+        self._metrics.call_setup_seconds.observe(setup)
+        for fork in call.forks:
+            if fork is not winner and fork.live:
+                self._hangup_leg(fork)              # CANCEL the others (§16.7 step 10)
+        self._bridge(call, caller, winner)
+        self._log.info("call.answered", leg_id=winner.id, party=winner.party,
+                       setup_seconds=round(setup, 3))
+        self._bus.publish(CALL_ANSWERED, call_id=call.id, parties=self._parties(call),
+                          setup_seconds=round(setup, 3))
+        self._save(call)
+        self._run(caller, outputs)
+
+    def _bridge(self, call: Call, a: Leg, b: Leg) -> None:
+        if call.peer(a) is b:
+            return
+        call.bridge(a, b)
+        if a.media is not None and b.media is not None:
+            self._media.bridge(a.media, b.media)
+
+    def _configure(self, leg: Leg) -> None:
+        if leg.media is None or leg.local_sdp is None or leg.remote_sdp is None:
+            return
+        self._media.configure(leg.media, leg_config(leg.local_sdp, leg.remote_sdp, leg.stream))
+
+    def _media_paused(self, leg: Leg) -> bool:
+        if leg.local_sdp is None or leg.remote_sdp is None:
+            return False
+        direction = leg_config(leg.local_sdp, leg.remote_sdp, leg.stream).direction
+        return direction in ("sendonly", "inactive")
+
+    def _leg_ended(self, leg: Leg, reason: EndReason, status: int | None) -> None:
+        remote = leg.live              # ended by its phone (or its session), not by us
+        bridged = leg.call.peer(leg) is not None
+        leg.advance(LegInput.ENDED)
+        if status is not None and leg.role is Role.UAC and leg.status is None:
+            leg.status = status
+        self._close_media(leg)
+        if leg.exchange is not None:
+            self._clear_exchange(leg.exchange)
+        call = leg.call
+        if call.ended:
+            return
+        if call.state in (CallState.ROUTING, CallState.RINGING):
+            if leg is call.caller:
+                cancelled = reason in (EndReason.REMOTE_CANCELLED, EndReason.REMOTE_BYE)
+                self._end_call(call, CallResult.CANCELLED if cancelled else CallResult.FAILED,
+                               "caller_cancel" if cancelled else _cause(reason, status))
+            else:
+                self._fork_failed(call, leg)
+            return
+        if remote and (leg is call.caller or bridged):
+            self._party_left(call, leg, reason, status)
+
+    def _party_left(self, call: Call, leg: Leg, reason: EndReason, status: int | None) -> None:
+        """A party of an answered call is gone: in a two-party call, the call ends.
+
+        (Transfers replace this policy for the legs they manage.)"""
+        call.unbridge(leg)
+        side = "caller" if leg is call.caller else "callee"
+        if reason is EndReason.REMOTE_BYE:
+            cause = f"{side}_bye"
+        else:
+            cause = f"{side}_{_cause(reason, status)}"
+        self._end_call(call, CallResult.ANSWERED, cause)
+
+    def _fork_failed(self, call: Call, fork: Leg) -> None:
+        if fork in call.forks and fork.status is not None and fork.status >= 300:
+            call.failures[fork.id] = fork.status
+        if call.state is not CallState.RINGING or any(f.live for f in call.forks):
+            return
+        final = best_response(list(call.failures.values()) or [480])
+        self._end_call(call, classify(final), f"status:{final}", status=final)
+
+    def _end_call(self, call: Call, result: CallResult, cause: str, *, status: int = 480
+                  ) -> None:
+        """End ``call``: every live leg is hung up (``status`` for an unanswered caller)."""
+        if call.ended:
+            return
+        call.advance(CallInput.END)
+        call.result = result
+        call.cause = cause
+        call.ended_wall = self._wall()
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        self._calls.pop(call.id, None)
+        for leg in list(call.legs.values()):
+            self._hangup_leg(leg, status)
+        self._metrics.calls_active.dec()
+        self._metrics.call_ended(result.value)
+        self._log.info("call.ended", result=result.value, cause=cause,
+                       duration=round(call.ended_wall - call.created_wall, 3))
+        self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
+                          result=result.value, cause=cause)
+        self._save(call)
+
+    def _hangup_leg(self, leg: Leg, status: int = 480) -> None:
+        if not leg.live:
+            return
+        leg.advance(LegInput.HANGUP)
+        self._close_media(leg)
+        if leg.exchange is not None:
+            self._clear_exchange(leg.exchange)
+        self._run(leg, leg.session.hangup(self._clock(), status=status))
+
+    def _close_media(self, leg: Leg) -> None:
+        leg.call.unbridge(leg)
+        media, leg.media = leg.media, None
+        if media is not None:
+            self._media.close_leg(media)
+
+    # --- crash isolation -------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self, call: Call) -> Iterator[None]:
+        with call_context(call.id):
+            try:
+                yield
+            except SipError as exc:
+                # A protocol error the sessions raise deep: the call fails with its status.
+                self._log.info("call.sip_error", status=exc.status, reason=str(exc))
+                try:
+                    self._end_call(call, CallResult.FAILED, f"sip_error:{exc.status}",
+                                   status=exc.status if exc.status >= 300 else 500)
+                except Exception:   # noqa: BLE001 - see below
+                    self._crashed(call)
+            except Exception:   # noqa: BLE001 - one call's bug must not reach the others
+                self._crashed(call)
+
+    def _crashed(self, call: Call) -> None:
+        self._errors += 1
+        self._metrics.call_errors.inc()
+        self._log.exception("call.internal_error", state=call.state.name.lower())
+        if call.ended:
+            return
+        try:
+            call.advance(CallInput.END)
+        except SipError:
+            call.state = CallState.ENDED
+        call.result, call.cause, call.ended_wall = CallResult.FAILED, "internal_error", \
+            self._wall()
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        self._calls.pop(call.id, None)
+        for leg in list(call.legs.values()):
+            try:
+                self._hangup_leg(leg, 500)
+            except Exception:   # noqa: BLE001 - its session is broken: forget the leg
+                self._log.warning("call.leg_dropped", leg_id=leg.id)
+                self._close_media(leg)
+                self._release(leg)
+        self._metrics.calls_active.dec()
+        self._metrics.call_ended(CallResult.FAILED.value)
+        self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
+                          result=CallResult.FAILED.value, cause="internal_error")
+        self._save(call)
+
+    # --- legs: creation, timers, lookup, release ---------------------------------------------
+
+    def _leg_id(self, call: Call) -> str:
+        self._next_leg += 1
+        return f"{call.id}-{self._next_leg}"
+
+    def _origin(self) -> OriginState:
+        return OriginState.create(sess_id=secrets.randbelow(2**31), address=self._media_host)
+
+    def _new_leg(self, call: Call, *, role: Role, party: str, user: User | None,
+                 destination: Destination, session: InviteSession, state: LegState,
+                 leg_id: str | None = None, origin: OriginState | None = None) -> Leg:
+        leg = Leg(id=leg_id or self._leg_id(call), call=call, role=role, party=party, user=user,
+                  destination=destination, session=session, state=state,
+                  origin=origin or self._origin())
+        call.add(leg)
+        self._legs[leg.id] = leg
+        self._by_dialog[(_call_id_of(session.invite), session.local_tag)] = leg
+        return leg
+
+    def _leg_for(self, request: Request) -> Leg | None:
+        call_id = (request.headers.get("call-id") or "").strip()
+        local_tag = tag_of(request.headers.get("to") or "") or ""
+        return self._by_dialog.get((call_id, local_tag))
+
+    def _arm(self, leg: Leg) -> None:
+        at = leg.session.get_timer()
+        if at == leg.timer_at:
+            return
+        if leg.timer is not None:
+            leg.timer.cancel()
+        leg.timer, leg.timer_at = None, at
+        if at is not None:
+            leg.timer = self._timers.call_at(at, partial(self._leg_timer, leg))
+
+    def _leg_timer(self, leg: Leg) -> None:
+        at = leg.timer_at
+        leg.timer, leg.timer_at = None, None
+        if leg.id not in self._legs:
+            return
+        now = self._clock()
+        if at is not None and now < at:
+            now = at                       # call_at may fire up to one clock tick early
+        with self._guard(leg.call):
+            self._run(leg, leg.session.handle_timer(now))
+
+    def _maybe_release(self, leg: Leg) -> None:
+        if leg.session.state is not State.TERMINATED or leg.id not in self._legs:
+            return
+        if leg.state is not LegState.ENDED:
+            leg.state = LegState.ENDED
+        if leg.timer is None:
+            # Keep the leg a while: a retransmitted 2xx still needs its ACK (§13.2.2.4).
+            leg.timer_at = self._clock() + self._linger
+            leg.timer = self._timers.call_at(leg.timer_at, partial(self._release, leg))
+        if self._quiet is not None and not self._busy():
+            self._quiet.set()
+
+    def _release(self, leg: Leg) -> None:
+        if leg.timer is not None:
+            leg.timer.cancel()
+        leg.timer = None
+        self._legs.pop(leg.id, None)
+        key = (_call_id_of(leg.session.invite), leg.session.local_tag)
+        if self._by_dialog.get(key) is leg:
+            del self._by_dialog[key]
+        if leg.invite_txn is not None:
+            self._by_invite.pop(leg.invite_txn, None)
+        for txn in self._leg_txns.pop(leg.id, []):
+            self._txns.pop(txn, None)
+        if self._quiet is not None and not self._busy():
+            self._quiet.set()
+
+    def _forget_txn(self, txn: int) -> None:
+        entry = self._txns.pop(txn, None)
+        if entry is not None:
+            txns = self._leg_txns.get(entry[0].id)
+            if txns is not None and txn in txns:
+                txns.remove(txn)
+
+    # --- views, events, records ---------------------------------------------------------------
+
+    @property
+    def _media_host(self) -> str:
+        return self._config.media.host
+
+    def _contact(self, transport: str) -> str:
+        host, port = self._sip.local_address()
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:switch@{_host_for_uri(host)}:{port}{suffix}>"
+
+    def _shown_legs(self, call: Call) -> list[Leg]:
+        return [leg for leg in call.legs.values()
+                if leg is call.caller or leg.live or call.peer(leg) is not None
+                or leg.status == 200]
+
+    def _view(self, call: Call) -> CallView:
+        return CallView(
+            id=call.id, state=call.state.name.lower(), recording=call.recording,
+            parties=tuple(PartyView(extension_or_number=leg.party, leg_id=leg.id,
+                                    state=leg.state.name.lower())
+                          for leg in self._shown_legs(call)))
+
+    def _parties(self, call: Call) -> list[dict[str, object]]:
+        return [{"extension_or_number": leg.party, "leg_id": leg.id,
+                 "role": "caller" if leg is call.caller else "callee",
+                 "state": leg.state.name.lower()}
+                for leg in self._shown_legs(call)]
+
+    def _publish_created(self, call: Call, caller: Leg, request: Request) -> None:
+        self._log.info("call.created", caller=caller.party,
+                       source=f"{caller.destination.host}:{caller.destination.port}")
+        self._bus.publish(CALL_CREATED, call_id=call.id, parties=self._parties(call),
+                          caller=caller.party, dialed=target_user_part(request.uri) or "")
+        self._save(call)
+
+    def _save(self, call: Call) -> None:
+        if self._records is None:
+            return
+        caller = call.caller
+        parties = tuple(PartyRecord(leg_id=leg.id,
+                                    role="caller" if leg is caller else "callee",
+                                    extension_or_number=leg.party,
+                                    status=leg.status if leg is not caller else None)
+                        for leg in call.legs.values())
+        record = CallRecord(
+            call_id=call.id, caller=caller.party if caller is not None else "",
+            dialed=call.dialed, callee=call.target.extension if call.target else None,
+            started_at=call.created_wall, answered_at=call.answered_wall,
+            ended_at=call.ended_wall, result=call.result.value if call.result else None,
+            cause=call.cause, parties=parties)
+        try:
+            self._records.save(record)
+        except Exception:   # noqa: BLE001 - a record lost is logged, the call goes on
+            self._log.exception("call.record_failed")
+
+
+def _cause(reason: EndReason, status: int | None) -> str:
+    text = reason.name.lower()
+    return f"{text}:{status}" if status is not None else text
+
+
+def _call_id_of(request: Request) -> str:
+    return (request.headers.get("call-id") or "").strip()
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _create_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(coro)
+
+
+def _as_task(value: object) -> asyncio.Task[None] | None:
+    return value if isinstance(value, asyncio.Task) else None
+
+

@@ -1,0 +1,198 @@
+"""SDP across the two sides of a B2BUA: anchor offers and answers on the engine.
+
+Theory of operation
+-------------------
+The engine relays payloads without transcoding, so both sides of a bridge
+must use the same codecs and payload type numbers.  An offer from one side
+(X) is therefore passed on to the other side (Y) nearly as it is
+(``anchor_offer``): the first audio RTP/AVP stream with a codec we relay
+(PCMU, PCMA; telephone-event rides along, RFC 4733 §7.1.1) keeps the offered
+payload type numbers, in the offerer's order, and moves to the engine's
+address and the port of Y's media leg; every other m-line keeps its place
+with port 0 (RFC 3264 §8.2), so that Y's answer maps line by line back onto
+X's offer.  Y's answer is turned into the answer to X the same way
+(``anchor_answer``).  The direction attributes travel unchanged: Y answers
+the direction X offered, so the answer X gets is the §6.1 answer to its own
+offer, and hold/resume (RFC 3264 §8.4: sendonly/inactive, or the RFC 2543
+``c=0.0.0.0`` form, turned into a direction attribute here) reaches the other
+side as it was meant.  The o= line is each leg's own (``OriginState.stamp``).
+
+``leg_config`` derives what the media relay needs for one leg from the SDP
+we sent on it and the SDP its phone sent.  ``local_offer``/``local_answer``
+produce SDP for a leg with no peer (a held leg, a new leg of a transfer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from switch.call.media import Codec, LegConfig
+from switch.sip.sdp import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Answer,
+    Attribute,
+    Connection,
+    Direction,
+    MediaDescription,
+    NoCommonMedia,
+    Origin,
+    SdpNotAcceptable,
+    SelectedFormat,
+    SessionDescription,
+    hold_direction,
+    negotiate,
+    select_formats,
+)
+from switch.sip.sdp import Codec as SdpCodec
+
+__all__ = [
+    "RELAYED_CODECS",
+    "anchor_answer",
+    "anchor_offer",
+    "leg_config",
+    "local_answer",
+    "local_offer",
+    "stream_direction",
+]
+
+RELAYED_CODECS: tuple[SdpCodec, ...] = (PCMU, PCMA)
+TELEPHONE_EVENT_PT = 101
+_PLACEHOLDER_ORIGIN = Origin("-", "0", 0, "IN", "IP4", "0.0.0.0")
+
+
+def stream_direction(sdp: SessionDescription, index: int) -> Direction:
+    """The direction of stream ``index``, the legacy ``c=0.0.0.0`` hold included (§8.4)."""
+    direction = sdp.media_direction(index)
+    conn = sdp.media_connection(index)
+    if conn is not None and conn.is_unspecified:
+        return hold_direction(direction)
+    return direction
+
+
+def _audio_stream(port: int, proto: str, formats: Sequence[SelectedFormat],
+                  direction: Direction, ptime: int | None) -> MediaDescription:
+    attrs: list[Attribute] = []
+    for selected in formats:
+        attrs.append(("rtpmap", selected.rtpmap.encode()))
+        if selected.fmtp:
+            attrs.append(("fmtp", f"{selected.fmt} {selected.fmtp}"))
+    if ptime is not None:
+        attrs.append(("ptime", str(ptime)))
+    attrs.append((direction.value, None))
+    return MediaDescription("audio", port, proto, tuple(f.fmt for f in formats),
+                            attributes=tuple(attrs))
+
+
+def _relayable(m: MediaDescription) -> bool:
+    return not m.is_rejected and m.media.lower() == "audio" and m.proto.upper() == "RTP/AVP"
+
+
+def anchor_offer(offer: SessionDescription, *, address: str, port: int
+                 ) -> tuple[SessionDescription, int]:
+    """The offer to pass on to the other side, and the index of the anchored stream.
+
+    Raises ``SdpNotAcceptable`` (488) when no stream carries a codec we relay.
+    """
+    index: int | None = None
+    streams: list[MediaDescription] = []
+    for i, m in enumerate(offer.media):
+        if index is None and _relayable(m):
+            chosen = select_formats(m, RELAYED_CODECS)
+            if chosen:
+                index = i
+                streams.append(_audio_stream(port, m.proto, chosen,
+                                             stream_direction(offer, i), m.ptime))
+                continue
+        streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
+    if index is None:
+        raise SdpNotAcceptable("no audio stream with PCMU or PCMA offered")
+    sdp = SessionDescription(origin=_PLACEHOLDER_ORIGIN, connection=Connection.for_address(address),
+                             times=offer.times, media=tuple(streams))
+    return sdp, index
+
+
+def anchor_answer(answer: SessionDescription, offer: SessionDescription, index: int, *,
+                  address: str, port: int) -> SessionDescription:
+    """The answer to ``offer`` (the offerer's own) built from the other side's ``answer``.
+
+    Raises ``SdpNotAcceptable`` when the other side rejected the anchored stream.
+    """
+    if index >= len(answer.media) or index >= len(offer.media) \
+            or answer.media[index].is_rejected:
+        raise SdpNotAcceptable("the other side rejected the audio stream")
+    answered = answer.media[index]
+    offered = offer.media[index]
+    offered_formats = set(offered.formats)
+    formats = [SelectedFormat(fmt, mapping, answered.fmtp(pt))
+               for pt, mapping in answered.rtpmaps().items()
+               if (fmt := str(pt)) in offered_formats]
+    if not formats:
+        raise SdpNotAcceptable("the other side answered no offered format")
+    streams: list[MediaDescription] = []
+    for i, m in enumerate(offer.media):
+        if i == index:
+            streams.append(_audio_stream(port, m.proto, formats,
+                                         stream_direction(answer, index), answered.ptime))
+        else:
+            streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
+    return SessionDescription(origin=_PLACEHOLDER_ORIGIN,
+                              connection=Connection.for_address(address),
+                              times=offer.times, media=tuple(streams))
+
+
+def local_offer(*, address: str, port: int, direction: Direction = Direction.SENDRECV
+                ) -> SessionDescription:
+    """Our own offer (no peer to relay from): PCMU, PCMA, telephone-event 0-16."""
+    stream = MediaDescription(
+        "audio", port, "RTP/AVP", ("0", "8", str(TELEPHONE_EVENT_PT)),
+        attributes=(("rtpmap", "0 PCMU/8000"), ("rtpmap", "8 PCMA/8000"),
+                    ("rtpmap", f"{TELEPHONE_EVENT_PT} {TELEPHONE_EVENT}/8000"),
+                    ("fmtp", f"{TELEPHONE_EVENT_PT} 0-16"), ("ptime", "20"),
+                    (direction.value, None)))
+    return SessionDescription(origin=_PLACEHOLDER_ORIGIN,
+                              connection=Connection.for_address(address), media=(stream,))
+
+
+def local_answer(offer: SessionDescription, *, address: str, port: int,
+                 direction: Direction = Direction.SENDRECV) -> tuple[SessionDescription, int]:
+    """Our own answer to ``offer`` (no peer); raises ``SdpNotAcceptable`` (488)."""
+    ports = [port] * len(offer.media)
+    result = negotiate(offer, RELAYED_CODECS, origin=_PLACEHOLDER_ORIGIN, address=address,
+                       ports=ports, local_direction=direction)
+    if isinstance(result, NoCommonMedia):
+        raise result.to_error()
+    assert isinstance(result, Answer)
+    accepted = [s.index for s in result.streams if s.accepted]
+    index = accepted[0]
+    # One media leg per call leg: streams after the first accepted one are disabled.
+    media = tuple(m if i == index or m.is_rejected else replace(m, port=0)
+                  for i, m in enumerate(result.sdp.media))
+    return replace(result.sdp, media=media), index
+
+
+def leg_config(local: SessionDescription, remote: SessionDescription, index: int) -> LegConfig:
+    """The media relay's view of one leg: what we sent on it (``local``) and what it sent."""
+    if index >= len(local.media) or index >= len(remote.media) \
+            or local.media[index].is_rejected or remote.media[index].is_rejected:
+        return LegConfig(remote=None, payload_types={}, direction=Direction.INACTIVE.value)
+    ours, theirs = local.media[index], remote.media[index]
+    conn = remote.media_connection(index)
+    address = None if conn is None or conn.is_unspecified else (conn.address, theirs.port)
+    common = [f for f in theirs.formats if f in set(ours.formats) and f.isdigit()]
+    payload_types: dict[int, Codec] = {}
+    event_pt: int | None = None
+    for fmt in common:
+        mapping = theirs.rtpmap(int(fmt)) or ours.rtpmap(int(fmt))
+        if mapping is None:
+            continue
+        payload_types[int(fmt)] = Codec(name=mapping.encoding, clock_rate=mapping.clock_rate,
+                                        channels=mapping.channels or 1)
+        if mapping.encoding.lower() == TELEPHONE_EVENT and event_pt is None:
+            event_pt = int(fmt)
+    mine, peer = stream_direction(local, index), stream_direction(remote, index)
+    direction = Direction.of(mine.sends and peer.receives, mine.receives and peer.sends)
+    return LegConfig(remote=address, payload_types=payload_types, telephone_event_pt=event_pt,
+                     direction=direction.value)
