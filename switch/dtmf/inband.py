@@ -631,11 +631,9 @@ class InbandDetector:
             peaks_ok & level_ok & twist_ok & (dev <= p.max_deviation) & (share >= p.min_tone_share)
         )
         is_weak = peaks_ok & (dev <= p.hold_deviation) & (share >= p.hold_tone_share)
-        return (
-            np.where(is_strict, code, -1).astype(np.int8),
-            np.where(is_weak | is_strict, code, -1).astype(np.int8),
-            offsets.astype(np.float32),
-        )
+        strict_code: I8 = np.where(is_strict, code, np.int8(-1))
+        weak_code: I8 = np.where(is_weak | is_strict, code, np.int8(-1))
+        return strict_code, weak_code, np.ascontiguousarray(offsets)
 
     def _run_machine(
         self,
@@ -654,6 +652,8 @@ class InbandDetector:
         """
         drift = self.parameters.max_drift
         n_windows = strict.shape[1]
+        if busy.size * n_windows <= _STEP_EACH_MAX:
+            return self._step_each(busy, strict, weak, offsets, buf_start)
         state = self._state[busy]
         tracked = self._tracked[busy]
         # Slots the whole block leaves as they were need no stepping: a confirmed
@@ -672,8 +672,6 @@ class InbandDetector:
             return []
         busy = busy[stepped]
         strict, weak, offsets = strict[stepped], weak[stepped], offsets[stepped]
-        if busy.size * n_windows <= _STEP_EACH_MAX:
-            return self._step_each(busy, strict, weak, offsets, buf_start)
         state, tracked = state[stepped], tracked[stepped]
         run_start = self._run_start[busy]
         last_end = self._last_end[busy]
