@@ -709,7 +709,7 @@ def test_media_timeout_hangs_up() -> None:
     assert len(w.sent("BYE")) == 2
 
 
-# --- tests: edges ----------------------------------------------------------------------------------
+# --- tests: edges --------------------------------------------------------------------------
 
 
 def test_events_metrics_and_records() -> None:
