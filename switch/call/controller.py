@@ -112,7 +112,15 @@ from switch.sip.invite import (
 )
 from switch.sip.location import Binding
 from switch.sip.message import Headers, Message, Request, Response, make_response
-from switch.sip.sdp import OriginState, SdpError, SdpNotAcceptable, SessionDescription, parse_sdp
+from switch.sip.sdp import (
+    Direction,
+    OriginState,
+    SdpError,
+    SdpNotAcceptable,
+    SessionDescription,
+    parse_sdp,
+    set_direction,
+)
 from switch.sip.session_timer import SessionTimerConfig
 from switch.sip.transaction import Destination, Source, new_branch, new_tag
 from switch.store.base import CallRecord, PartyRecord
@@ -327,6 +335,8 @@ class CallController:
         leg, request = entry
         if response.status >= 200 and request.method != "INVITE":
             self._forget_txn(txn)
+        elif 200 <= response.status < 300 and leg.acked_at is None:
+            leg.acked_at = self._clock()
         with self._guard(leg.call):
             self._run(leg, leg.session.receive_response(response, self._clock()))
 
@@ -404,6 +414,66 @@ class CallController:
         if call.state is not CallState.ANSWERED:
             raise ConflictError(f"call {call_id} is {call.state.name.lower()}, not answered")
         return call
+
+    # --- leg operations (what transfers, parking and recording build on) ---------------------
+
+    def hold(self, leg: Leg) -> None:
+        """Hold ``leg``'s phone: take it out of its bridge and re-INVITE it with
+        ``a=sendonly`` (RFC 3264 §8.4); music/silence is the media relay's ``play``.
+
+        Raises ``ConflictError`` if the leg cannot be re-INVITEd now."""
+        with self._guard_api(leg):
+            self._unbridge(leg)
+            leg.held_by_us = True
+            self._reoffer(leg, Direction.SENDONLY)
+
+    def resume(self, leg: Leg) -> None:
+        """Take ``leg`` off hold (re-INVITE ``a=sendrecv``); bridge it with ``bridge``."""
+        with self._guard_api(leg):
+            leg.held_by_us = False
+            self._reoffer(leg, Direction.SENDRECV)
+
+    def bridge(self, a: Leg, b: Leg) -> None:
+        """Relay media between two connected legs of one call (each leaves its bridge).
+
+        Both must have negotiated the same codec; re-offering to align them is
+        the transfer machines' job."""
+        if a.call is not b.call or not (a.live and b.live):
+            raise ConflictError("both legs must be live legs of the same call")
+        self._bridge(a.call, a, b)
+
+    def unbridge(self, leg: Leg) -> Leg | None:
+        """Stop relaying between ``leg`` and its peer; returns the former peer."""
+        return self._unbridge(leg)
+
+    def hang_up_leg(self, leg: Leg, status: int = 480) -> None:
+        """End one leg (CANCEL, ``status``, or BYE); the call goes on without it."""
+        with self._guard(leg.call):
+            self._hangup_leg(leg, status)
+
+    @contextmanager
+    def _guard_api(self, leg: Leg) -> Iterator[None]:
+        if not leg.live or leg.session.state is not State.CONFIRMED:
+            raise ConflictError(f"leg {leg.id} is {leg.state.name.lower()}")
+        if not leg.session.can_modify:
+            raise ConflictError(f"leg {leg.id} has an offer/answer exchange in progress")
+        with self._guard(leg.call):
+            yield
+
+    def _reoffer(self, leg: Leg, direction: Direction) -> None:
+        if leg.media is None:
+            raise ConflictError(f"leg {leg.id} has no media")
+        base = leg.local_sdp or local_offer(address=self._media_host, port=leg.media.local_port)
+        leg.origin, offer = leg.origin.stamp(set_direction(base, direction, leg.stream))
+        leg.local_sdp = offer
+        self._log.info("call.reoffer", to_leg=leg.id, direction=direction.value)
+        self._run(leg, leg.session.reinvite(self._clock(), offer.encode()))
+
+    def _unbridge(self, leg: Leg) -> Leg | None:
+        peer = leg.call.unbridge(leg)
+        if leg.media is not None:
+            self._media.unbridge(leg.media)
+        return peer
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -739,8 +809,9 @@ class CallController:
             self._run(leg, leg.session.reject_offer(now, 488))
             return
         try:
-            answer, index = local_answer(offer, address=self._media_host,
-                                         port=leg.media.local_port)
+            answer, index = local_answer(
+                offer, address=self._media_host, port=leg.media.local_port,
+                direction=Direction.SENDONLY if leg.held_by_us else Direction.SENDRECV)
         except SdpNotAcceptable:
             self._run(leg, leg.session.reject_offer(now, 488))
             return
@@ -974,6 +1045,8 @@ class CallController:
         with call_context(call.id):
             try:
                 yield
+            except ControlError:
+                raise                  # a refusal for the API caller, not a failure
             except SipError as exc:
                 # A protocol error the sessions raise deep: the call fails with its status.
                 self._log.info("call.sip_error", status=exc.status, reason=str(exc))
@@ -1065,12 +1138,19 @@ class CallController:
             return
         if leg.state is not LegState.ENDED:
             leg.state = LegState.ENDED
-        if leg.timer is None:
-            # Keep the leg a while: a retransmitted 2xx still needs its ACK (§13.2.2.4).
-            leg.timer_at = self._clock() + self._linger
-            leg.timer = self._timers.call_at(leg.timer_at, partial(self._release, leg))
-        if self._quiet is not None and not self._busy():
-            self._quiet.set()
+        if leg.timer is not None:
+            return
+        # A UAC leg that got a 2xx is kept while the INVITE client transaction may
+        # still pass up retransmissions of it, which need their ACK (§13.2.2.4,
+        # RFC 6026 §7.2: 64*T1); every other leg goes at once.
+        until = leg.acked_at + self._linger if leg.acked_at is not None else None
+        if until is not None and until > self._clock():
+            leg.timer_at = until
+            leg.timer = self._timers.call_at(until, partial(self._release, leg))
+            if self._quiet is not None and not self._busy():
+                self._quiet.set()
+        else:
+            self._release(leg)
 
     def _release(self, leg: Leg) -> None:
         if leg.timer is not None:

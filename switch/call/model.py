@@ -171,6 +171,8 @@ class Leg:
     timer: TimerHandle | None = None
     timer_at: float | None = None
     early_media: bool = False
+    acked_at: float | None = None                  # UAC: first 2xx to its INVITE
+    held_by_us: bool = False                       # we put its phone on hold
 
     def advance(self, event: LegInput) -> LegState:
         next_state = LEG_TRANSITIONS.get((self.state, event))

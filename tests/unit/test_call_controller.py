@@ -827,3 +827,43 @@ def test_late_offer_is_relayed_through_the_ack() -> None:
     (ack,) = w.sip.acks()
     answer_b = parse_sdp(ack.body)
     assert answer_b.media[0].formats == ("0", "101")
+
+
+# --- tests: leg operations (the API transfers build on) ----------------------------------
+
+
+def test_hold_resume_and_rebridge_a_leg() -> None:
+    w = World()
+    phone, fork, ok = w.established()
+    (call,) = w.controller.calls
+    callee, caller = call.forks[0], call.caller
+    assert caller is not None
+    w.controller.hold(callee)
+    assert call.peer(callee) is None and callee.id not in w.media.bridges
+    reinvite = [s for s in w.sent("INVITE") if s is not fork][-1]
+    assert parse_sdp(reinvite.request.body).media_direction(0).value == "sendonly"
+    w.reply(reinvite, 200, body=_hold(ANSWER, b"recvonly", b"3"))
+    assert w.media.configs[callee.id].direction == "sendonly"
+    # A phone that re-INVITEs while held by us stays held (we answer sendonly at most).
+    txn, _ = w.callee_request(fork, ok, "INVITE", 1, _hold(ANSWER, b"sendrecv", b"4"))
+    assert parse_sdp(w.sip.responses[txn][-1].body).media_direction(0).value == "sendonly"
+    w.callee_request(fork, ok, "ACK", 1)
+    w.controller.resume(callee)
+    second = [s for s in w.sent("INVITE") if s is not fork][-1]
+    assert parse_sdp(second.request.body).media_direction(0).value == "sendrecv"
+    w.reply(second, 200, body=_hold(ANSWER, b"sendrecv", b"5"))
+    w.controller.bridge(caller, callee)
+    assert w.media.bridges[caller.id] == callee.id
+    assert w.media.configs[callee.id].direction == "sendrecv"
+    w.controller.hang_up_leg(callee)
+    with pytest.raises(ConflictError):
+        w.controller.bridge(caller, callee)          # an ended leg cannot be bridged
+
+
+def test_hold_while_an_exchange_is_pending_is_a_conflict() -> None:
+    w = World()
+    phone, fork, ok = w.established()
+    (call,) = w.controller.calls
+    phone.in_dialog("INVITE", _hold(OFFER, b"sendonly", b"2"))   # relayed, unanswered
+    with pytest.raises(ConflictError):
+        w.controller.hold(call.forks[0])
