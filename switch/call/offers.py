@@ -180,7 +180,12 @@ def leg_config(local: SessionDescription, remote: SessionDescription, index: int
         return LegConfig(remote=None, payload_types={}, direction=Direction.INACTIVE.value)
     ours, theirs = local.media[index], remote.media[index]
     conn = remote.media_connection(index)
+    mine_conn = local.media_connection(index)
     address = None if conn is None or conn.is_unspecified else (conn.address, theirs.port)
+    if conn is not None and mine_conn is not None and conn.addrtype != mine_conn.addrtype:
+        # An IP6 address for an IP4 relay (or the reverse) cannot be sent to: wait
+        # for the phone's first packet and latch to its source (symmetric RTP).
+        address = None
     common = [f for f in theirs.formats if f in set(ours.formats) and f.isdigit()]
     payload_types: dict[int, Codec] = {}
     event_pt: int | None = None

@@ -867,3 +867,15 @@ def test_hold_while_an_exchange_is_pending_is_a_conflict() -> None:
     phone.in_dialog("INVITE", _hold(OFFER, b"sendonly", b"2"))   # relayed, unanswered
     with pytest.raises(ConflictError):
         w.controller.hold(call.forks[0])
+
+
+def test_remote_address_of_the_other_family_is_left_to_latching() -> None:
+    w = World()
+    phone = w.invite(body=OFFER.replace(b"c=IN IP4 10.0.0.1", b"c=IN IP6 fd00::2"))
+    (fork,) = w.forks()
+    w.answer(fork)
+    (call,) = w.controller.calls
+    assert call.caller is not None
+    assert w.media.configs[call.caller.id].remote is None
+    assert w.media.configs[call.forks[0].id].remote == ("10.0.0.2", 5000)
+    assert phone.final.status == 200
