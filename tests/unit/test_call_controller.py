@@ -879,3 +879,20 @@ def test_remote_address_of_the_other_family_is_left_to_latching() -> None:
     assert w.media.configs[call.caller.id].remote is None
     assert w.media.configs[call.forks[0].id].remote == ("10.0.0.2", 5000)
     assert phone.final.status == 200
+
+
+def test_2xx_to_caller_is_retransmitted_until_acked_then_bye() -> None:
+    w = World()
+    phone = w.invite()
+    (fork,) = w.forks()
+    w.answer(fork)
+    assert phone.statuses.count(200) == 1
+    w.clock.advance(0.6)                      # T1: the first retransmission (§13.3.1.4)
+    assert phone.statuses.count(200) == 2
+    w.clock.advance(1.1)                      # 2*T1 later: the second
+    assert phone.statuses.count(200) == 3
+    w.clock.advance(40)                       # 64*T1 without an ACK: the call ends
+    assert not w.controller.calls
+    byes = {b.request.headers.get("call-id") for b in w.sent("BYE")}
+    assert byes == {phone.call_id, fork.request.headers.get("call-id")}
+    assert w.records.last(w.call_id()).cause == "caller_ack_timeout"
