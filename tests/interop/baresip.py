@@ -292,3 +292,31 @@ ctrl_tcp_listen		{LOOPBACK}:{self.ctrl_port}
             else f"sip:{target}@{self.registrar[0]}:{self.registrar[1]}"
         )
         return self.command("transfer", uri)
+
+    # -- media (what the tests check) ------------------------------------------------
+
+    def recordings(self) -> tuple[Path, Path]:
+        """(sent, received) WAVs of the latest call, from the sndfile module.
+
+        sndfile names them ``dump-<local time to the second>-enc.wav`` / ``-dec.wav``:
+        one call per peer per second at most, or the files collide.
+        """
+        assert self.record_dir is not None, "started without record_dir"
+        enc = sorted(self.record_dir.glob("dump-*-enc.wav"))
+        dec = sorted(self.record_dir.glob("dump-*-dec.wav"))
+        assert enc and dec, f"no sndfile dumps in {self.record_dir}\n{self.diagnostics()}"
+        return enc[-1], dec[-1]
+
+    def rtp_peers(self) -> dict[str, tuple[str, int]]:
+        """Where the latest call's media went/came from, from baresip's own log:
+        ``rtcp_remote`` (the SDP's RTP port + 1) and ``rtp_source`` (latched)."""
+        out: dict[str, tuple[str, int]] = {}
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.out.text())
+        for key, pattern in (
+            ("rtcp_remote", r"starting RTCP with remote ([\d.]+):(\d+)"),
+            ("rtp_source", r"incoming rtp for 'audio' established, receiving from ([\d.]+):(\d+)"),
+        ):
+            found = re.findall(pattern, text)
+            if found:
+                out[key] = (found[-1][0], int(found[-1][1]))
+        return out

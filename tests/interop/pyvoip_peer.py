@@ -12,7 +12,10 @@ registrar must verify the digest against the ``uri`` parameter and accept
 a qop-less answer to a ``qop="auth"`` challenge for pyVoIP to register.
 
 Commands: ``dial`` (extension), ``answer``, ``hangup``, ``dtmf`` (in-band:
-writes G.711 DTMF tones into the call's audio), ``quit``.  Events:
+writes G.711 DTMF tones into the call's audio), ``tone`` (writes a sine of
+``freq`` Hz for ``seconds`` into the call), ``record`` (reads the call's
+received audio for ``seconds`` into a 16-bit WAV at ``path``, in a thread;
+event ``recorded`` when the file is written), ``quit``.  Events:
 ``started``, ``status`` (pyVoIP PhoneStatus name), ``registered``,
 ``incoming_call``, ``call_state``.  No transfer (pyVoIP has no REFER).
 """
@@ -73,6 +76,12 @@ class PyVoipPeer(ChildPeer):
     def send_dtmf(self, digits: str) -> dict[str, Any]:
         return self.command("dtmf", digits=digits)
 
+    def tone(self, freq: float, seconds: float) -> dict[str, Any]:
+        return self.command("tone", freq=freq, seconds=seconds)
+
+    def record(self, path: Path, seconds: float) -> dict[str, Any]:
+        return self.command("record", path=str(path), seconds=seconds)
+
 
 # ----------------------------------------------------------------------------
 # child
@@ -100,6 +109,38 @@ def _dtmf_audio(digits: str, tone_ms: int = 100, gap_ms: int = 100) -> bytes:
             out.append(max(0, min(255, int(128 + 127 * s))))
         out += bytes([128]) * (8 * gap_ms)
     return bytes(out)
+
+
+def _tone_audio(freq: float, seconds: float) -> bytes:
+    """8-bit unsigned linear audio at 8 kHz (pyVoIP's write_audio format)."""
+    import math
+
+    return bytes(
+        max(0, min(255, int(128 + 0.4 * 127 * math.sin(2 * math.pi * freq * n / 8000))))
+        for n in range(int(8000 * seconds))
+    )
+
+
+def _record(call: Any, path: str, seconds: float, io: ChildIO) -> None:
+    """Read the call's received audio (8-bit unsigned, 8 kHz) into a 16-bit WAV."""
+    import wave
+
+    from pyVoIP.VoIP import CallState
+
+    frames = bytearray()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and call.state == CallState.ANSWERED:
+        # blocking read: pyVoIP hands out 160 bytes (20 ms) as they arrive
+        frames += call.read_audio(160, True)
+    pcm = bytearray()
+    for b in frames:
+        pcm += int((b - 128) << 8).to_bytes(2, "little", signed=True)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(pcm))
+    io.event("recorded", path=path, samples=len(frames))
 
 
 def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the child
@@ -165,6 +206,17 @@ def child_main(args: dict[str, Any]) -> int:  # pragma: no cover - runs in the c
             elif cmd == "dtmf":
                 call = next(c for c in reversed(calls) if c.state == CallState.ANSWERED)
                 call.write_audio(_dtmf_audio(str(msg["digits"])))
+            elif cmd == "tone":
+                call = next(c for c in reversed(calls) if c.state == CallState.ANSWERED)
+                call.write_audio(_tone_audio(float(msg["freq"]), float(msg["seconds"])))
+            elif cmd == "record":
+                import threading
+
+                call = next(c for c in reversed(calls) if c.state == CallState.ANSWERED)
+                threading.Thread(
+                    target=_record, args=(call, str(msg["path"]), float(msg["seconds"]), io),
+                    daemon=True,
+                ).start()
             else:
                 raise ValueError(f"unknown command {cmd!r}")
             io.reply(ident)
