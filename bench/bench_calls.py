@@ -509,7 +509,7 @@ def main() -> int:
     ap.add_argument("--hold-ms", type=int, default=1000, help="call length (default 1 s)")
     ap.add_argument("--rates", default=None, help="signalling rates, comma-separated")
     ap.add_argument("--rtp-rates", default=None, help="rates with RTP, comma-separated")
-    ap.add_argument("--refine", type=int, default=None, help="bisection steps (0 quick, 2 full)")
+    ap.add_argument("--refine", type=int, default=None, help="bisection steps (1 quick, 2 full)")
     ap.add_argument("--only", default="switch,sippy,sipp",
                     help="targets: switch, sippy, sipp (comma-separated)")  # fmt: skip
     ap.add_argument("--no-rtp", action="store_true", help="skip the RTP rate runs")
@@ -523,7 +523,7 @@ def main() -> int:
     args = ap.parse_args()
 
     seconds = args.duration or (3.0 if args.quick else 8.0)
-    refine = args.refine if args.refine is not None else (0 if args.quick else 2)
+    refine = args.refine if args.refine is not None else (1 if args.quick else 2)
     if args.rates:
         rates = [int(r) for r in args.rates.split(",")]
     elif args.quick:
