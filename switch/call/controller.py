@@ -69,6 +69,7 @@ from switch.call.offers import (
     leg_config,
     local_answer,
     local_offer,
+    stream_direction,
 )
 from switch.call.routing import best_response, classify, target_user_part
 from switch.config import Config, User
@@ -802,6 +803,11 @@ class CallController:
         self._log.info("call.reoffer", from_leg=leg.id, to_leg=peer.id,
                        hold=offer.is_hold())
         self._run(peer, peer.session.reinvite(now, relayed.encode()))
+        if leg.media is not None and leg.local_sdp is not None and index == leg.stream \
+                and not stream_direction(offer, index).receives:
+            # A phone that goes on hold stops receiving now, not when the other side
+            # has answered (RFC 3264 §8.4: it no longer wants media).
+            self._media.configure(leg.media, leg_config(leg.local_sdp, offer, index))
 
     def _answer_locally(self, leg: Leg, offer: SessionDescription) -> None:
         now = self._clock()

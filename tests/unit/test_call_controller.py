@@ -655,6 +655,8 @@ def test_hold_and_resume_from_caller_propagate() -> None:
     callee = call.forks[0]
     txn, _ = phone.in_dialog("INVITE", _hold(OFFER, b"sendonly", b"2"))
     (reinvite,) = [s for s in w.sent("INVITE") if s is not fork]
+    # The holding phone stops receiving at once, before the other side answers.
+    assert w.media.configs[call.caller.id].direction == "recvonly"  # type: ignore[union-attr]
     offer_b = parse_sdp(reinvite.request.body)
     assert offer_b.media_direction(0).value == "sendonly"
     assert offer_b.origin.sess_version > parse_sdp(fork.request.body).origin.sess_version
