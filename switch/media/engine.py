@@ -48,6 +48,7 @@ _log = get_logger("switch.media")
 _SENDING: Final = frozenset({"sendrecv", "sendonly"})
 _G711: Final = frozenset({"PCMU", "PCMA"})
 _UNSPECIFIED_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
+_NO_PCM: Final[Pcm] = np.zeros(0, dtype=np.int16)
 _MAX_PLAYBACK_LAG: Final = 0.1
 """A player more than this behind (the loop stalled) restarts its clock instead of bursting."""
 
@@ -238,6 +239,9 @@ class MediaEngine:
         self._legs: dict[str, MediaLeg] = {}
         self._tapped: dict[str, MediaLeg] = {}
         self._playing: dict[str, MediaLeg] = {}
+        # taps by id(): on how many legs, and the optional on_tick_end hooks
+        self._tap_uses: dict[int, int] = {}
+        self._tick_ends: dict[int, Callable[[float], object]] = {}
         self._releasing = 0
         self._released = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -359,6 +363,8 @@ class MediaEngine:
         leg._expecting = False
         leg._player = None
         self._playing.pop(leg.id, None)
+        for tap in leg._taps:
+            self._forget_tap(tap)
         leg._taps.clear()
         self._update_tap_buffers(leg)
         self._tapped.pop(leg.id, None)
@@ -469,15 +475,27 @@ class MediaEngine:
             raise MediaError("cannot tap a closed leg")
         if tap not in leg._taps:
             leg._taps.append(tap)
+            self._tap_uses[id(tap)] = self._tap_uses.get(id(tap), 0) + 1
+            end = getattr(tap, "on_tick_end", None)
+            if callable(end):
+                self._tick_ends[id(tap)] = end
         self._tapped[leg.id] = leg
         self._update_tap_buffers(leg)
 
     def remove_tap(self, leg: MediaLeg, tap: AudioTap) -> None:
         if tap in leg._taps:
             leg._taps.remove(tap)
+            self._forget_tap(tap)
         if not leg._taps:
             self._tapped.pop(leg.id, None)
         self._update_tap_buffers(leg)
+
+    def _forget_tap(self, tap: AudioTap) -> None:
+        uses = self._tap_uses.pop(id(tap), 1) - 1
+        if uses:
+            self._tap_uses[id(tap)] = uses
+        else:
+            self._tick_ends.pop(id(tap), None)
 
     @staticmethod
     def _update_tap_buffers(leg: MediaLeg) -> None:
@@ -552,63 +570,76 @@ class MediaEngine:
         self._flush_metrics()
 
     def _run_taps(self, now: float) -> None:
-        legs = list(self._tapped.values())
-        # one decode per codec over all legs (DESIGN.md "Media and DTMF")
+        # One decode per codec over all legs (DESIGN.md "Media and DTMF"), then
+        # each leg's slice to its taps.  Most legs use one codec: µ-law slices
+        # come from the first decode, A-law ones from the second.
         ulaw_parts: list[bytes] = []
         alaw_parts: list[bytes] = []
-        lengths: list[tuple[int, int]] = []
-        for leg in legs:
+        work: list[tuple[MediaLeg, int, int]] = []
+        append_work = work.append
+        for leg in self._tapped.values():
             rx = leg._rx
-            ulaw = b"".join(rx.ulaw)
-            alaw = b"".join(rx.alaw)
-            rx.ulaw.clear()
-            rx.alaw.clear()
-            ulaw_parts.append(ulaw)
-            alaw_parts.append(alaw)
-            lengths.append((len(ulaw), len(alaw)))
-        ulaw_pcm = ulaw_decode(b"".join(ulaw_parts))
-        alaw_pcm = alaw_decode(b"".join(alaw_parts))
+            ulaw = rx.ulaw
+            alaw = rx.alaw
+            if ulaw:
+                data = b"".join(ulaw)
+                ulaw.clear()
+                ulaw_parts.append(data)
+                if alaw:
+                    more = b"".join(alaw)
+                    alaw.clear()
+                    alaw_parts.append(more)
+                    append_work((leg, len(data), len(more)))
+                else:
+                    append_work((leg, len(data), 0))
+            elif alaw:
+                data = b"".join(alaw)
+                alaw.clear()
+                alaw_parts.append(data)
+                append_work((leg, 0, len(data)))
+            elif rx.events:
+                append_work((leg, 0, 0))
+        ulaw_pcm = ulaw_decode(b"".join(ulaw_parts)) if ulaw_parts else _NO_PCM
+        alaw_pcm = alaw_decode(b"".join(alaw_parts)) if alaw_parts else _NO_PCM
         at_u = at_a = 0
-        called: dict[int, AudioTap] = {}
-        for leg, (n_u, n_a) in zip(legs, lengths, strict=True):
-            rx = leg._rx
-            taps = list(leg._taps)
-            for tap in taps:
-                called[id(tap)] = tap
-            if rx.events:
-                events = list(rx.events)
-                rx.events.clear()
-                for payload, ssrc, timestamp, marker, arrival in events:
-                    for tap in taps:
-                        try:
-                            tap.on_telephone_event(leg.id, payload, ssrc, timestamp, marker,
-                                                   arrival)
-                        except Exception:
-                            _log.exception("media.tap_failed", leg_id=leg.id)
+        for leg, n_u, n_a in work:
+            if leg._rx.events:
+                self._deliver_events(leg)
             pcm: Pcm
-            if n_u and n_a:
-                pcm = np.concatenate((ulaw_pcm[at_u:at_u + n_u], alaw_pcm[at_a:at_a + n_a]))
-            elif n_u:
+            if n_u:
                 pcm = ulaw_pcm[at_u:at_u + n_u]
+                at_u += n_u
+                if n_a:
+                    pcm = np.concatenate((pcm, alaw_pcm[at_a:at_a + n_a]))
+                    at_a += n_a
             elif n_a:
                 pcm = alaw_pcm[at_a:at_a + n_a]
+                at_a += n_a
             else:
                 continue
-            at_u += n_u
-            at_a += n_a
-            for tap in taps:
+            for tap in leg._taps:
                 try:
                     tap.on_audio(leg.id, pcm, now)
                 except Exception:
                     _log.exception("media.tap_failed", leg_id=leg.id)
         # optional hook: a tap that batches over legs (DTMF over all channels) runs here
-        for tap in called.values():
-            end = getattr(tap, "on_tick_end", None)
-            if end is not None:
+        for end in list(self._tick_ends.values()):
+            try:
+                end(now)
+            except Exception:
+                _log.exception("media.tap_failed")
+
+    @staticmethod
+    def _deliver_events(leg: MediaLeg) -> None:
+        rx = leg._rx
+        events = list(rx.events)
+        rx.events.clear()
+        for payload, ssrc, timestamp, marker, arrival in events:
+            for tap in leg._taps:
                 try:
-                    end(now)
+                    tap.on_telephone_event(leg.id, payload, ssrc, timestamp, marker, arrival)
                 except Exception:
-                    _log.exception("media.tap_failed")
+                    _log.exception("media.tap_failed", leg_id=leg.id)
 
     def _run_players(self, now: float) -> None:
         due: list[tuple[MediaLeg, _Playback, float, Pcm]] = []
