@@ -41,6 +41,9 @@ __all__ = [
     "CallsConfig",
     "Config",
     "ConfigError",
+    "DTMF_MODES",
+    "FEATURE_NAMES",
+    "FeaturesConfig",
     "HttpConfig",
     "LogConfig",
     "MediaConfig",
@@ -56,6 +59,10 @@ AUTH_ALGORITHMS: Final = ("MD5", "SHA-256")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 MIN_TOKEN_LENGTH: Final = 8
+DTMF_MODES: Final = ("auto", "rfc4733", "inband", "info")
+FEATURE_NAMES: Final = ("blind_transfer", "warm_transfer", "warm_transfer_complete",
+                        "warm_transfer_cancel", "voicemail_transfer")
+_NUMBERED_FEATURES: Final = frozenset({"blind_transfer", "warm_transfer", "voicemail_transfer"})
 
 
 class ConfigError(Exception):
@@ -148,6 +155,27 @@ class CallsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FeaturesConfig:
+    """DTMF feature codes (``[features]``).
+
+    ``codes`` maps an action name to its digit pattern (``switch.dtmf.features``):
+    literal digits ``0-9 * # A-D`` and at most one ``{number}``.  In the file a code
+    that takes a number may be given as its prefix alone (``blind_transfer = "*1"``
+    means ``*1{number}#``); an empty string disables the code.
+    """
+
+    codes: tuple[tuple[str, str], ...] = (
+        ("blind_transfer", "*1{number}#"),
+        ("warm_transfer", "*2{number}#"),
+        ("warm_transfer_complete", "*3"),
+        ("warm_transfer_cancel", "*4"),
+        ("voicemail_transfer", "*5{number}#"),
+    )
+    inter_digit_timeout: int = 3
+    """Seconds between two digits of a code before the held digits are let go."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
     path: Path = Path("switch.db")
     """SQLite file; relative paths are relative to ``data_dir``."""
@@ -166,6 +194,9 @@ class User:
     password: str = field(repr=False)
     numbers: tuple[str, ...] = ()
     voicemail: bool = True
+    dtmf_mode: str = "auto"
+    """Which DTMF sources count for this user's legs: "auto" (in-band, RFC 4733 and
+    SIP INFO, one report per keypress), "rfc4733", "inband" or "info" only."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +206,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     users: tuple[User, ...] = ()
@@ -478,6 +510,53 @@ def _read_calls(t: _Table) -> CallsConfig:
                        shutdown_grace=shutdown_grace)
 
 
+_PATTERN_RE: Final = re.compile(r"([0-9*#A-D]*)(\{number\})?([*#A-D][0-9*#A-D]*)?")
+
+
+def _read_features(t: _Table) -> FeaturesConfig:
+    d = FeaturesConfig()
+    defaults = dict(d.codes)
+    codes: list[tuple[str, str]] = []
+    for name in FEATURE_NAMES:
+        value = t.raw(name)
+        if value is _MISSING:
+            codes.append((name, defaults[name]))
+            continue
+        if not isinstance(value, str):
+            t.problem(name, f'must be a string of DTMF digits like "*1", got {_show(value)}')
+            continue
+        if not value:
+            continue                                  # disabled
+        pattern = value
+        if "{number}" not in value and name in _NUMBERED_FEATURES:
+            pattern = value + "{number}#"
+        m = _PATTERN_RE.fullmatch(pattern)
+        if m is None or not m.group(1):
+            t.problem(name, "must be DTMF digits 0-9 * # A-D starting with a literal, with at "
+                            "most one {number} followed by * # or A-D (or nothing), "
+                            f"got {_show(value)}")
+            continue
+        if name in _NUMBERED_FEATURES and m.group(2) is None:
+            t.problem(name, f"needs a {{number}}, got {_show(value)}")
+            continue
+        codes.append((name, pattern))
+    # Two codes whose literal prefixes clash: one could never be dialled.
+    prefixes = {name: _PATTERN_RE.fullmatch(p).group(1)  # type: ignore[union-attr]
+                for name, p in codes}
+    plain = {name for name, p in codes if "{number}" not in p}
+    for name, prefix in prefixes.items():
+        for other, other_prefix in prefixes.items():
+            if other == name or FEATURE_NAMES.index(other) > FEATURE_NAMES.index(name):
+                continue
+            if prefix == other_prefix or (other in plain and prefix.startswith(other_prefix)) \
+                    or (name in plain and other_prefix.startswith(prefix)):
+                t.problem(name, f"{_show(dict(codes)[name])} clashes with "
+                                f"{t.key(other)} ({_show(dict(codes)[other])})")
+    timeout = t.integer("inter_digit_timeout", d.inter_digit_timeout, 1, 60, " (seconds)")
+    t.finish()
+    return FeaturesConfig(codes=tuple(codes), inter_digit_timeout=timeout)
+
+
 def _read_storage(t: _Table) -> StorageConfig:
     path = t.string("path", None)
     t.finish()
@@ -517,6 +596,7 @@ def _read_users(root: _Table, problems: list[str]) -> tuple[User, ...]:
             t.problem("password", "must not contain control characters")
         user_numbers = _read_numbers(t)
         voicemail = t.boolean("voicemail", True)
+        dtmf_mode = t.choice("dtmf_mode", "auto", DTMF_MODES)
         t.finish()
         if extension is not None:
             if extension in extensions:
@@ -538,7 +618,8 @@ def _read_users(root: _Table, problems: list[str]) -> tuple[User, ...]:
                 numbers[digits] = path
         if extension is not None and name is not None and password is not None:
             users.append(User(extension=extension, name=name, password=password,
-                              numbers=user_numbers, voicemail=voicemail))
+                              numbers=user_numbers, voicemail=voicemail,
+                              dtmf_mode=dtmf_mode))
     return tuple(users)
 
 
@@ -586,6 +667,7 @@ def parse_config(raw: Mapping[str, object], source: Path | None = None) -> Confi
     http = _read_http(root.table("http"))
     media = _read_media(root.table("media"))
     calls = _read_calls(root.table("calls"))
+    features = _read_features(root.table("features"))
     storage = _read_storage(root.table("storage"))
     log = _read_log(root.table("log"))
     users = _read_users(root, problems)
@@ -593,7 +675,7 @@ def parse_config(raw: Mapping[str, object], source: Path | None = None) -> Confi
     if problems:
         raise ConfigError(problems)
     return Config(data_dir=Path(data_dir), sip=sip, http=http, media=media, calls=calls,
-                  storage=storage, log=log, users=users, source=source)
+                  features=features, storage=storage, log=log, users=users, source=source)
 
 
 def load_config(path: str | Path) -> Config:
@@ -648,11 +730,16 @@ def _to_raw(config: Config) -> dict[str, object]:
                   "media_timeout": c.media_timeout, "session_timer": c.session_timer,
                   "session_expires": c.session_expires, "min_se": c.min_se,
                   "shutdown_grace": c.shutdown_grace},
+        "features": {
+            **{name: "" for name in FEATURE_NAMES},
+            **dict(config.features.codes),
+            "inter_digit_timeout": config.features.inter_digit_timeout,
+        },
         "storage": {"path": str(config.storage.path)},
         "log": {"format": config.log.format, "level": config.log.level},
         "users": [
             {"extension": u.extension, "name": u.name, "password": u.password,
-             "numbers": list(u.numbers), "voicemail": u.voicemail}
+             "numbers": list(u.numbers), "voicemail": u.voicemail, "dtmf_mode": u.dtmf_mode}
             for u in config.users
         ],
     }

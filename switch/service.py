@@ -38,6 +38,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from switch.call.controller import CallController
+from switch.call.dtmf import DtmfWiring
 from switch.call.media import EngineMediaPort, MediaPort, SignallingOnlyMedia
 from switch.config import Config
 from switch.events import EventBus
@@ -179,6 +180,10 @@ class SwitchSipService:
             config, sip=_DriverPort(self._driver), media=media, timers=_LoopTimers(),
             clock=self._now, authenticator=self._auth, contacts=self._registrar.lookup,
             bus=bus, metrics=metrics, log=log, records=self._records)
+        # DTMF on every anchored leg (switch/call/dtmf.py): taps the relay, takes INFO.
+        self._dtmf = DtmfWiring(config.features, engine=self._engine, bus=bus, metrics=metrics,
+                                log=log, clock=self._now)
+        self._dtmf.attach(self._calls)
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

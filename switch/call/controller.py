@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from switch.call.media import MediaLegHandle, MediaPort, MediaUnavailable
+from switch.call.media import LegConfig, MediaLegHandle, MediaPort, MediaUnavailable
 from switch.call.model import (
     Call,
     CallInput,
@@ -129,6 +129,7 @@ from switch.store.base import CallRecord, PartyRecord
 __all__ = [
     "CallController",
     "InDialogHandler",
+    "LegMediaObserver",
     "NotImplementedYet",
     "RecordSink",
     "SipPort",
@@ -171,6 +172,15 @@ class EventSink(Protocol):
     def publish(self, type: str, **fields: object) -> Any: ...
 
 
+class LegMediaObserver(Protocol):
+    """Told when a leg's anchored media is configured (after every offer/answer) and
+    when it is closed: the DTMF wiring (switch/call/dtmf.py) taps legs with it."""
+
+    def leg_media_configured(self, leg: Leg, config: LegConfig) -> None: ...
+
+    def leg_media_closed(self, leg: Leg) -> None: ...
+
+
 InDialogHandler = Callable[[Leg, Request, int], Response | None]
 """Answers an in-dialog request this usage does not handle (INFO, REFER, ...);
 returns the response, or None when it answers later itself."""
@@ -179,6 +189,8 @@ Contacts = Callable[[str, float], list[Binding]]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 _ALLOW_IN_DIALOG = frozenset({"OPTIONS", "INFO"})
+FEATURE_INVOKED = "feature.invoked"
+"""Event: call_id, leg_id, extension, feature (name), number (or None), digits."""
 
 
 class CallController:
@@ -216,6 +228,7 @@ class CallController:
         self._txns: dict[int, tuple[Leg, Request]] = {}
         self._leg_txns: dict[str, list[int]] = {}
         self._handlers: dict[str, InDialogHandler] = {}
+        self._media_observers: list[LegMediaObserver] = []
         self._stopping = False
         self._errors = 0
         self._quiet: asyncio.Event | None = None
@@ -226,6 +239,19 @@ class CallController:
     def register_in_dialog(self, method: str, handler: InDialogHandler) -> None:
         """Answer in-dialog ``method`` requests (REFER for transfers, INFO for DTMF ...)."""
         self._handlers[method.upper()] = handler
+
+    def add_media_observer(self, observer: LegMediaObserver) -> None:
+        """Be told of every leg's media configuration and closing (DTMF, recording)."""
+        self._media_observers.append(observer)
+
+    def feature_invoked(self, leg: Leg, name: str, number: str | None, digits: str) -> None:
+        """A DTMF feature code (``[features]``) was dialled on ``leg``; its digits were
+        consumed.  Today it is logged and published (``feature.invoked``); the
+        transfer work acts on it."""
+        self._log.info("feature.invoked", leg_id=leg.id, feature=name, number=number)
+        self._bus.publish(FEATURE_INVOKED, call_id=leg.call.id, leg_id=leg.id,
+                          extension=leg.user.extension if leg.user is not None else leg.party,
+                          feature=name, number=number, digits=digits)
 
     def call(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
@@ -807,7 +833,7 @@ class CallController:
                 and not stream_direction(offer, index).receives:
             # A phone that goes on hold stops receiving now, not when the other side
             # has answered (RFC 3264 §8.4: it no longer wants media).
-            self._media.configure(leg.media, leg_config(leg.local_sdp, offer, index))
+            self._apply_media(leg, leg_config(leg.local_sdp, offer, index))
 
     def _answer_locally(self, leg: Leg, offer: SessionDescription) -> None:
         now = self._clock()
@@ -955,7 +981,13 @@ class CallController:
     def _configure(self, leg: Leg) -> None:
         if leg.media is None or leg.local_sdp is None or leg.remote_sdp is None:
             return
-        self._media.configure(leg.media, leg_config(leg.local_sdp, leg.remote_sdp, leg.stream))
+        self._apply_media(leg, leg_config(leg.local_sdp, leg.remote_sdp, leg.stream))
+
+    def _apply_media(self, leg: Leg, config: LegConfig) -> None:
+        assert leg.media is not None
+        self._media.configure(leg.media, config)
+        for observer in self._media_observers:
+            observer.leg_media_configured(leg, config)
 
     def _media_paused(self, leg: Leg) -> bool:
         if leg.local_sdp is None or leg.remote_sdp is None:
@@ -1042,6 +1074,8 @@ class CallController:
         leg.call.unbridge(leg)
         media, leg.media = leg.media, None
         if media is not None:
+            for observer in self._media_observers:
+                observer.leg_media_closed(leg)
             self._media.close_leg(media)
 
     # --- crash isolation -------------------------------------------------------------------
