@@ -15,9 +15,12 @@ sent in the measured window carry a 1 in their first payload octet; only
 those are counted at the receiver, so warm-up and in-flight packets do not
 blur the loss figure.  CPU is the engine process's user + system time over the
 measured window, as % of one core (``resource.getrusage``); "gen" is the load
-generator's, so one can see whether it kept up.  UDP RcvbufErrors is the
-host-wide /proc/net/snmp counter over the window (other processes' drops
-included).
+generator's, so one can see whether it kept up ("gen late": send slots it
+started more than 20 ms late).  "drops e/g" are the datagrams the kernel
+dropped on the engine's / the generator's sockets (full receive buffer,
+/proc/net/udp); "cpu busy" is each core's total load over the window, all
+processes: well above the engine's / generator's figure means other work
+shared the core and the run is not clean.
 
     .venv/bin/python bench/bench_media.py [--calls 100,250,500,750] [--duration 10]
         [--engine-cpu 0] [--gen-cpu 1] [--loop uvloop|asyncio] [--tap]
@@ -51,10 +54,28 @@ DRAIN = 0.5
 PAYLOAD = 160
 
 
-def _udp_snmp() -> dict[str, int]:
-    with open("/proc/net/snmp") as f:
-        lines = [line.split() for line in f if line.startswith("Udp:")]
-    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+def _udp_drops(ports: set[int]) -> int:
+    """Datagrams the kernel dropped on our sockets (full receive buffer): /proc/net/udp."""
+    drops = 0
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                drops += int(fields[-1])
+    return drops
+
+
+def _cpu_busy() -> list[tuple[int, int]]:
+    """(busy, total) jiffies of every CPU, from /proc/stat."""
+    result = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + values[4]
+                result.append((sum(values) - idle, sum(values)))
+    return result
 
 
 def _cpu_seconds() -> float:
@@ -111,7 +132,7 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
         legs.append(pair)
     conn.send({"a": [p[0].local_port for p in legs], "b": [p[1].local_port for p in legs]})
 
-    marks: list[tuple[float, float, dict[str, int], int, int]] = []
+    marks: list[tuple[float, float, int, int]] = []
     stopped = asyncio.Event()
 
     def on_message() -> None:
@@ -119,7 +140,7 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
         if message in ("go", "done"):
             total_in = sum(leg.stats.packets_in for pair in legs for leg in pair)
             total_out = sum(leg.stats.packets_out for pair in legs for leg in pair)
-            marks.append((time.monotonic(), _cpu_seconds(), _udp_snmp(), total_in, total_out))
+            marks.append((time.monotonic(), _cpu_seconds(), total_in, total_out))
         if message == "done":
             stopped.set()
 
@@ -127,10 +148,9 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
     await stopped.wait()
     loop.remove_reader(conn.fileno())
     os.set_blocking(conn.fileno(), True)
-    (t0, c0, s0, in0, out0), (t1, c1, s1, in1, out1) = marks
+    (t0, c0, in0, out0), (t1, c1, in1, out1) = marks
     malformed = sum(leg.stats.malformed + leg.stats.ignored for pair in legs for leg in pair)
     conn.send({"cpu": 100 * (c1 - c0) / (t1 - t0), "in": in1 - in0, "out": out1 - out0,
-               "rcvbuf_errors": s1["RcvbufErrors"] - s0["RcvbufErrors"],
                "dropped_by_engine": malformed, "tapped_samples": counting_tap.samples})
     conn.recv()  # wait for the parent before closing (the generator drains meanwhile)
     await engine.stop()
@@ -225,7 +245,8 @@ def generator_main(conn: Connection, cpu: int | None, duration: float) -> None:
     c1 = _cpu_seconds()
     conn.send("done")
     run(time.monotonic() + DRAIN, 1, False)
-    conn.send({"sent": sent, "received": received, "send_errors": send_errors,
+    drops = _udp_drops({s.getsockname()[1] for socks in sockets.values() for s in socks})
+    conn.send({"sent": sent, "received": received, "send_errors": send_errors, "drops": drops,
                "late_slots": late_slots, "cpu": 100 * (c1 - c0) / (t1 - t0)})
 
 
@@ -263,12 +284,14 @@ def run_one(calls: int, duration: float, engine_cpu: int | None, gen_cpu: int | 
     children = (engine, generator)
 
     def recv(conn: Connection, timeout: float = 60.0) -> Any:
+        child = engine if conn is eng_parent else generator
         deadline = time.monotonic() + timeout
         while not conn.poll(0.2):
-            if time.monotonic() > deadline or not all(c.is_alive() for c in children):
+            if time.monotonic() > deadline or not child.is_alive():
                 for child in children:
                     child.kill()
-                raise RuntimeError(f"bench child failed or timed out ({calls} calls)")
+                codes = [c.exitcode for c in children]
+                raise RuntimeError(f"bench child failed or timed out ({calls} calls): {codes}")
         return conn.recv()
 
     try:
@@ -276,10 +299,13 @@ def run_one(calls: int, duration: float, engine_cpu: int | None, gen_cpu: int | 
         gen_parent.send(recv(eng_parent))           # leg ports -> generator
         assert recv(gen_parent) == "go"
         eng_parent.send("go")
+        busy0 = _cpu_busy()
         assert recv(gen_parent, duration + 60) == "done"
+        busy1 = _cpu_busy()
         eng_parent.send("done")
         engine_report = recv(eng_parent)
         gen_report = recv(gen_parent)
+        engine_report["drops"] = _udp_drops(set(range(base, base + 4 * calls + 401)))
         eng_parent.send("exit")
     finally:
         engine.join(30)
@@ -288,7 +314,9 @@ def run_one(calls: int, duration: float, engine_cpu: int | None, gen_cpu: int | 
     # what side a sends arrives at side b, and the other way round
     loss_to_b = 1 - received["b"] / sent["a"] if sent["a"] else 0.0
     loss_to_a = 1 - received["a"] / sent["b"] if sent["b"] else 0.0
-    return {"calls": calls, "engine": engine_report, "gen": gen_report,
+    busy = [100 * (b1 - b0) / max(1, t1 - t0) for (b0, t0), (b1, t1) in zip(busy0, busy1,
+                                                                          strict=True)]
+    return {"calls": calls, "engine": engine_report, "gen": gen_report, "busy": busy,
             "loss_to_a": loss_to_a, "loss_to_b": loss_to_b,
             "pps_in": engine_report["in"] / duration, "pps_out": engine_report["out"] / duration}
 
@@ -308,16 +336,17 @@ def main(argv: list[str] | None = None) -> int:
           f"({args.loop}), generator on cpu {args.gen_cpu}, 20 ms PCMU both ways"
           + (", every leg tapped" if args.tap else ""))
     print(f"{'calls':>6} {'legs':>5} {'pps in':>8} {'pps out':>8} {'loss a->b':>10} "
-          f"{'loss b->a':>10} {'engine cpu':>10} {'gen cpu':>8} {'rcvbuf err':>10} "
-          f"{'gen late':>8}")
+          f"{'loss b->a':>10} {'engine cpu':>10} {'gen cpu':>8} {'drops e/g':>10} "
+          f"{'gen late':>8} {'cpu busy (all procs)':>20}")
     best = 0
     for calls in counts:
         r = run_one(calls, args.duration, args.engine_cpu, args.gen_cpu, args.loop, args.tap)
         e, g = r["engine"], r["gen"]
         print(f"{calls:>6} {2 * calls:>5} {r['pps_in']:>8.0f} {r['pps_out']:>8.0f} "
               f"{100 * r['loss_to_b']:>9.3f}% {100 * r['loss_to_a']:>9.3f}% "
-              f"{e['cpu']:>9.1f}% {g['cpu']:>7.1f}% {e['rcvbuf_errors']:>10} "
-              f"{g['late_slots']:>8}", flush=True)
+              f"{e['cpu']:>9.1f}% {g['cpu']:>7.1f}% {e['drops']:>5}/{g['drops']:<4} "
+              f"{g['late_slots']:>8} "
+              + " ".join(f"cpu{i} {b:5.1f}%" for i, b in enumerate(r["busy"])), flush=True)
         if r["loss_to_a"] <= 0 and r["loss_to_b"] <= 0 and g["send_errors"] == 0:
             best = max(best, calls)
     print(f"max calls with 0 loss: {best}")
