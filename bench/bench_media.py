@@ -13,7 +13,10 @@ Phones share a few sockets per side (the engine sends each leg's stream from
 the leg's own port to the address it latched, which may be shared).  Packets
 sent in the measured window carry a 1 in their first payload octet; only
 those are counted at the receiver, so warm-up and in-flight packets do not
-blur the loss figure.  CPU is the engine process's user + system time over the
+blur the loss figure; what has not come back 0.5 s after the end counts
+as lost (an engine that falls behind shows as loss and as a growing delay).
+The delay is send-to-receive through the engine (both on CLOCK_MONOTONIC),
+sampled on one packet in 16.  CPU is the engine process's user + system time over the
 measured window, as % of one core (``resource.getrusage``); "gen" is the load
 generator's, so one can see whether it kept up ("gen late": send slots it
 started more than 20 ms late).  "drops e/g" are the datagrams the kernel
@@ -64,6 +67,15 @@ def _udp_drops(ports: set[int]) -> int:
             if int(fields[1].rsplit(":", 1)[1], 16) in ports:
                 drops += int(fields[-1])
     return drops
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and max, in milliseconds."""
+    if not samples:
+        return (0.0, 0.0, 0.0)
+    ordered = sorted(samples)
+    return (1000 * ordered[len(ordered) // 2], 1000 * ordered[int(len(ordered) * 0.99)],
+            1000 * ordered[-1])
 
 
 def _cpu_busy() -> list[tuple[int, int]]:
@@ -197,6 +209,8 @@ def generator_main(conn: Connection, cpu: int | None, duration: float) -> None:
     buf = bytearray(2048)
     side_of = {id(s): side for side, socks in sockets.items() for s in socks}
     pack_into = struct.pack_into
+    unpack_from = struct.unpack_from
+    delays: list[float] = []
     late_slots = 0
 
     def run(until: float, phase: int, sending: bool) -> None:
@@ -216,6 +230,7 @@ def generator_main(conn: Connection, cpu: int | None, duration: float) -> None:
                         state[1] = (state[1] + PAYLOAD) & 0xFFFFFFFF
                         pack_into("!HI", packet, 2, state[0], state[1])
                         packet[12] = phase
+                        pack_into("!d", packet, 13, now)
                         try:
                             sock.sendto(packet, dest)
                         except OSError:
@@ -233,8 +248,10 @@ def generator_main(conn: Connection, cpu: int | None, duration: float) -> None:
                         n = sock.recv_into(buf)
                     except BlockingIOError:
                         break
-                    if n > 12 and buf[12] == 1:
+                    if n > 20 and buf[12] == 1:
                         received[side] += 1
+                        if received[side] % 16 == 0:
+                            delays.append(time.monotonic() - unpack_from("!d", buf, 13)[0])
 
     run(time.monotonic() + WARMUP, 0, True)
     conn.send("go")
@@ -247,7 +264,8 @@ def generator_main(conn: Connection, cpu: int | None, duration: float) -> None:
     run(time.monotonic() + DRAIN, 1, False)
     drops = _udp_drops({s.getsockname()[1] for socks in sockets.values() for s in socks})
     conn.send({"sent": sent, "received": received, "send_errors": send_errors, "drops": drops,
-               "late_slots": late_slots, "cpu": 100 * (c1 - c0) / (t1 - t0)})
+               "late_slots": late_slots, "cpu": 100 * (c1 - c0) / (t1 - t0),
+               "delay": _percentiles(delays)})
 
 
 # --- parent ---
@@ -337,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
           + (", every leg tapped" if args.tap else ""))
     print(f"{'calls':>6} {'legs':>5} {'pps in':>8} {'pps out':>8} {'loss a->b':>10} "
           f"{'loss b->a':>10} {'engine cpu':>10} {'gen cpu':>8} {'drops e/g':>10} "
-          f"{'gen late':>8} {'cpu busy (all procs)':>20}")
+          f"{'gen late':>8} {'delay p50/p99/max ms':>21} {'cpu busy (all procs)':>20}")
     best = 0
     for calls in counts:
         r = run_one(calls, args.duration, args.engine_cpu, args.gen_cpu, args.loop, args.tap)
@@ -346,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['loss_to_b']:>9.3f}% {100 * r['loss_to_a']:>9.3f}% "
               f"{e['cpu']:>9.1f}% {g['cpu']:>7.1f}% {e['drops']:>5}/{g['drops']:<4} "
               f"{g['late_slots']:>8} "
+              f"{'/'.join(f'{d:.1f}' for d in g['delay']):>21} "
               + " ".join(f"cpu{i} {b:5.1f}%" for i, b in enumerate(r["busy"])), flush=True)
         if r["loss_to_a"] <= 0 and r["loss_to_b"] <= 0 and g["send_errors"] == 0:
             best = max(best, calls)
