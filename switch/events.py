@@ -30,6 +30,7 @@ __all__ = [
     "CALL_ENDED",
     "DTMF_DIGIT",
     "EVENT_TYPES",
+    "FEATURE_INVOKED",
     "RECORDING_STARTED",
     "RECORDING_STOPPED",
     "REGISTRATION_ADDED",
@@ -47,6 +48,7 @@ CALL_CREATED: Final = "call.created"
 CALL_ANSWERED: Final = "call.answered"
 CALL_ENDED: Final = "call.ended"
 DTMF_DIGIT: Final = "dtmf.digit"  # digit, method (inband|rfc4733|info), leg_id, extension
+FEATURE_INVOKED: Final = "feature.invoked"  # leg_id, extension, feature, number, digits
 TRANSFER_STATE: Final = "transfer.state"  # transfer_id, kind, state
 RECORDING_STARTED: Final = "recording.started"
 RECORDING_STOPPED: Final = "recording.stopped"  # path
@@ -56,7 +58,8 @@ VOICEMAIL_DEPOSITED: Final = "voicemail.deposited"
 # silently never reach any dashboard).  Add new types here.
 EVENT_TYPES: Final = frozenset({
     REGISTRATION_ADDED, REGISTRATION_REMOVED, CALL_CREATED, CALL_ANSWERED, CALL_ENDED,
-    DTMF_DIGIT, TRANSFER_STATE, RECORDING_STARTED, RECORDING_STOPPED, VOICEMAIL_DEPOSITED,
+    DTMF_DIGIT, FEATURE_INVOKED, TRANSFER_STATE, RECORDING_STARTED, RECORDING_STOPPED,
+    VOICEMAIL_DEPOSITED,
 })
 _RESERVED: Final = frozenset({"type", "time"})
 

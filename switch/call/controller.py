@@ -73,7 +73,7 @@ from switch.call.offers import (
 )
 from switch.call.routing import best_response, classify, target_user_part
 from switch.config import Config, User
-from switch.events import CALL_ANSWERED, CALL_CREATED, CALL_ENDED
+from switch.events import CALL_ANSWERED, CALL_CREATED, CALL_ENDED, FEATURE_INVOKED
 from switch.logs import call_context
 from switch.metrics import Metrics
 from switch.model import (
@@ -189,8 +189,6 @@ Contacts = Callable[[str, float], list[Binding]]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 _ALLOW_IN_DIALOG = frozenset({"OPTIONS", "INFO"})
-FEATURE_INVOKED = "feature.invoked"
-"""Event: call_id, leg_id, extension, feature (name), number (or None), digits."""
 
 
 class CallController:
