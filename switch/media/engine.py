@@ -49,6 +49,8 @@ _SENDING: Final = frozenset({"sendrecv", "sendonly"})
 _G711: Final = frozenset({"PCMU", "PCMA"})
 _UNSPECIFIED_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 _NO_PCM: Final[Pcm] = np.zeros(0, dtype=np.int16)
+_STOP_WAIT: Final = 2.0
+"""How long ``stop`` waits for the loop to close the sockets (shutdown must stay bounded)."""
 _MAX_PLAYBACK_LAG: Final = 0.1
 """A player more than this behind (the loop stalled) restarts its clock instead of bursting."""
 
@@ -270,9 +272,14 @@ class MediaEngine:
             self._timer = None
         for leg in list(self._legs.values()):
             self.close_leg(leg)
-        while self._releasing:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STOP_WAIT
+        while self._releasing and loop.time() < deadline:
             self._released.clear()
-            await self._released.wait()
+            try:
+                await asyncio.wait_for(self._released.wait(), deadline - loop.time())
+            except TimeoutError:
+                _log.warning("media.sockets_not_closed", pairs=self._releasing)
         self._flush_metrics()
 
     @property
