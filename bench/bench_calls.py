@@ -238,6 +238,8 @@ class SwitchTarget(Target):
         finally:
             if self.engine.running:
                 self.engine.kill()
+            # the engine's log, for --keep
+            (self.work / "engine.log").write_text("\n".join(self.engine.all_lines()) + "\n")
 
     def problems(self) -> list[str]:
         return self.engine.problems()

@@ -88,10 +88,29 @@ def free_port(host: str = LOOPBACK) -> int:
     raise RuntimeError("could not find a free UDP+TCP port")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_range(count: int, host: str = LOOPBACK) -> tuple[int, int]:
-    """A block of *count* consecutive UDP ports (even start), for RTP ranges."""
-    for _ in range(200):
-        base = random.randrange(30000, 59000 - count) & ~1
+    """A block of *count* consecutive UDP ports (even start), for RTP ranges.
+
+    Taken below the kernel's ephemeral range when there is room: free_port()
+    hands out ephemeral ports (bind to 0), which end up scattered over that
+    range and would make a large block hard to find.
+    """
+    eph_lo, eph_hi = _ephemeral_range()
+    windows = []
+    if eph_lo - 10000 > count:
+        windows.append((10000, eph_lo - count))
+    windows.append((30000, 59000 - count))
+    for _ in range(400):
+        lo, hi = windows[0] if len(windows) == 1 or random.random() < 0.8 else windows[1]
+        base = random.randrange(lo, hi) & ~1
         with _ports_lock:
             block = range(base, base + count)
             if any(p in _handed_out for p in block):
