@@ -29,7 +29,8 @@ again; a cushion that grows past ``_MAX_CUSHION`` (sender clock drift, a
 burst after a loop stall) drops its oldest samples.
 
 Timers: the receivers' end-of-event timeout and the matchers' inter-digit
-timeout run on the tick's ``now`` in ``on_tick_end`` — never ``asyncio.sleep``.
+timeout run on the tick's ``now`` in ``on_tick_end`` — never ``asyncio.sleep`` —
+for the legs that may have one (a telephone-event seen, digits held), not all.
 
 Each keypress: one ``dtmf.digit`` event (``call_id``, ``digit``, ``method``,
 ``leg_id``, ``extension``), one ``switch_dtmf_digits_total{method}``
@@ -164,6 +165,8 @@ class DtmfWiring:
         self._feature_hook = feature_hook
         self._legs: dict[str, _LegDtmf] = {}
         self._slots: dict[int, _LegDtmf] = {}
+        self._timed: dict[str, _LegDtmf] = {}
+        """Legs whose receiver or matcher may have a timer: the tick looks at these only."""
         self._detector = InbandDetector(capacity=16)
         self._last_tick: float | None = None
         self._carry = 0.0
@@ -200,6 +203,7 @@ class DtmfWiring:
 
     def leg_media_closed(self, leg: Leg) -> None:
         state = self._legs.pop(leg.id, None)
+        self._timed.pop(leg.id, None)
         if state is None:
             return
         if state.slot is not None:
@@ -258,6 +262,7 @@ class DtmfWiring:
         state = self._legs.get(leg_id)
         if state is None or state.receiver is None:
             return
+        self._timed[leg_id] = state
         try:
             events = state.receiver.feed(payload, ssrc, timestamp, marker, now)
         except MalformedTelephoneEvent:
@@ -272,15 +277,21 @@ class DtmfWiring:
             self._run_detector(now)
         else:
             self._last_tick = None
-        for state in list(self._legs.values()):
+        for leg_id, state in list(self._timed.items()):
             receiver = state.receiver
+            pending = False
             if receiver is not None:
                 at = receiver.get_timer()
                 if at is not None and at <= now:
                     receiver.handle_timer(now)
+                    at = receiver.get_timer()
+                pending = at is not None
             at = state.matcher.get_timer()
             if at is not None and at <= now:
                 self._matched(state, state.matcher.handle_timer(now))
+                at = state.matcher.get_timer()
+            if not pending and at is None:
+                del self._timed[leg_id]
 
     def _tick_samples(self, now: float) -> int:
         last = self._last_tick
@@ -341,6 +352,8 @@ class DtmfWiring:
         self._bus.publish(DTMF_DIGIT, call_id=leg.call.id, digit=detected.digit, method=method,
                           leg_id=leg.id, extension=extension)
         self._matched(state, state.matcher.digit(detected.digit, now))
+        if state.matcher.get_timer() is not None:
+            self._timed[leg.id] = state
 
     def _matched(self, state: _LegDtmf, outputs: list[Any]) -> None:
         leg = state.leg
