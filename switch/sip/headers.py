@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from switch.sip.errors import ParseError
 from switch.sip.message import Message, split_list
-from switch.sip.uri import SipUri, Uri, parse_uri
+from switch.sip.uri import SipUri, Uri, parse_uri, split_hostport
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 MAGIC_COOKIE = "z9hG4bK"   # RFC 3261 §8.1.1.7
@@ -200,24 +200,10 @@ def _parse_via_fast(value: str) -> Via | None:
 
 
 def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
-    text = text.replace(" ", "").replace("\t", "")
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ParseError(f"bad IPv6 reference in {what}")
-        host, port_text = text[:close + 1], text[close + 1:]
-        if port_text and not port_text.startswith(":"):
-            raise ParseError(f"bad sent-by in {what}")
-        port_text = port_text[1:]
-    else:
-        host, _, port_text = text.partition(":")
-    if not host or not re.match(r"^[A-Za-z0-9\-.\[\]:]+$", host):
+    host, port = split_hostport(text.replace(" ", "").replace("\t", ""), what)
+    if not re.match(r"^[A-Za-z0-9\-.\[\]:]+$", host):
         raise ParseError(f"bad host {host!r} in {what}")
-    if port_text:
-        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-            raise ParseError(f"bad port {port_text!r} in {what}")
-        return host, int(port_text)
-    return host, None
+    return host, port
 
 
 def vias(message: Message) -> list[Via]:

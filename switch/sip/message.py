@@ -249,19 +249,37 @@ class Headers:
                 out.append(f"{name}: {value}\r\n")
 
 
-class Request:
-    """A SIP request (RFC 3261 §7.1). ``uri`` is the Request-URI as text."""
+class _MessageBase:
+    """What requests and responses share: header fields, body, parsed-view cache."""
 
-    __slots__ = ("_cache", "body", "headers", "method", "uri")
+    __slots__ = ("_cache", "body", "headers")
 
-    def __init__(self, method: str, uri: str, headers: Headers | None = None,
-                 body: bytes = b"") -> None:
-        self.method = method
-        self.uri = uri
+    def __init__(self, headers: Headers | None, body: bytes) -> None:
         self.headers = headers if headers is not None else Headers()
         self.body = body
         # Parsed views, filled lazily by switch.sip.headers; cleared on mutation by callers.
         self._cache: dict[str, object] = {}
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return _encode(self.start_line(), self.headers, self.body)
+
+    def __bytes__(self) -> bytes:
+        return self.encode()
+
+
+class Request(_MessageBase):
+    """A SIP request (RFC 3261 §7.1). ``uri`` is the Request-URI as text."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(self, method: str, uri: str, headers: Headers | None = None,
+                 body: bytes = b"") -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
 
     @property
     def is_request(self) -> bool:
@@ -270,28 +288,20 @@ class Request:
     def start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def encode(self) -> bytes:
-        return _encode(self.start_line(), self.headers, self.body)
-
-    def __bytes__(self) -> bytes:
-        return self.encode()
-
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
 
 
-class Response:
+class Response(_MessageBase):
     """A SIP response (RFC 3261 §7.2)."""
 
-    __slots__ = ("_cache", "body", "headers", "reason", "status")
+    __slots__ = ("reason", "status")
 
     def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None,
                  body: bytes = b"") -> None:
+        super().__init__(headers, body)
         self.status = status
         self.reason = reason if reason is not None else REASON_PHRASES.get(status, "")
-        self.headers = headers if headers is not None else Headers()
-        self.body = body
-        self._cache: dict[str, object] = {}
 
     @property
     def is_request(self) -> bool:
@@ -299,12 +309,6 @@ class Response:
 
     def start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
-
-    def encode(self) -> bytes:
-        return _encode(self.start_line(), self.headers, self.body)
-
-    def __bytes__(self) -> bytes:
-        return self.encode()
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"

@@ -141,6 +141,28 @@ def _split_params(text: str, what: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(params)
 
 
+def split_hostport(hostport: str, what: str) -> tuple[str, int | None]:
+    """``host[:port]`` with IPv6 references (RFC 3261 §25.1 hostport); the host
+    is returned as written (brackets kept) for the caller to validate."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise ParseError(f"unterminated IPv6 reference in {what}")
+        host, port_text = hostport[:close + 1], hostport[close + 1:]
+        if port_text and not port_text.startswith(":"):
+            raise ParseError(f"bad host in {what}")
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        raise ParseError(f"no host in {what}")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise ParseError(f"bad port {port_text!r} in {what}")
+    return host, int(port_text)
+
+
 def parse_sip_uri(text: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     lscheme = scheme.lower()
@@ -173,23 +195,9 @@ def parse_sip_uri(text: str) -> SipUri:
         if not user or not _USER_CHARS.match(user):
             raise ParseError(f"bad user part in URI {text!r}")
     hostport, _, param_text = hostpart.partition(";")
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0:
-            raise ParseError(f"unterminated IPv6 reference in {text!r}")
-        host, port_text = hostport[:close + 1], hostport[close + 1:]
-        if port_text and not port_text.startswith(":"):
-            raise ParseError(f"bad host in URI {text!r}")
-        port_text = port_text[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-    if not host or not _valid_host(host):
+    host, port = split_hostport(hostport, f"URI {text!r}")
+    if not _valid_host(host):
         raise ParseError(f"bad host in URI {text!r}")
-    port: int | None = None
-    if port_text:
-        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-            raise ParseError(f"bad port in URI {text!r}")
-        port = int(port_text)
     return SipUri(lscheme, host, user, password, port, _split_params(param_text, text), headers)
 
 
