@@ -33,7 +33,6 @@ from switch.sip.sdp import (
     PCMU,
     TELEPHONE_EVENT,
     Answer,
-    Attribute,
     Connection,
     Direction,
     MediaDescription,
@@ -45,6 +44,7 @@ from switch.sip.sdp import (
     hold_direction,
     negotiate,
     select_formats,
+    stream_attributes,
 )
 from switch.sip.sdp import Codec as SdpCodec
 
@@ -74,16 +74,8 @@ def stream_direction(sdp: SessionDescription, index: int) -> Direction:
 
 def _audio_stream(port: int, proto: str, formats: Sequence[SelectedFormat],
                   direction: Direction, ptime: int | None) -> MediaDescription:
-    attrs: list[Attribute] = []
-    for selected in formats:
-        attrs.append(("rtpmap", selected.rtpmap.encode()))
-        if selected.fmtp:
-            attrs.append(("fmtp", f"{selected.fmt} {selected.fmtp}"))
-    if ptime is not None:
-        attrs.append(("ptime", str(ptime)))
-    attrs.append((direction.value, None))
     return MediaDescription("audio", port, proto, tuple(f.fmt for f in formats),
-                            attributes=tuple(attrs))
+                            attributes=stream_attributes(formats, direction, ptime))
 
 
 def _relayable(m: MediaDescription) -> bool:

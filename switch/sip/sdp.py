@@ -967,6 +967,21 @@ def select_formats(offer: MediaDescription, supported: Sequence[Codec], *,
     return tuple(sorted(kept, key=lambda f: position[f.fmt]))
 
 
+def stream_attributes(formats: Sequence[SelectedFormat], direction: Direction,
+                      ptime: int | None = None) -> tuple[Attribute, ...]:
+    """The a= lines of a stream we write: rtpmap (and fmtp) per kept format, ptime,
+    and an explicit direction (RFC 3264 §5.1, §6.1)."""
+    attrs: list[Attribute] = []
+    for selected in formats:
+        attrs.append(("rtpmap", selected.rtpmap.encode()))
+        if selected.fmtp:
+            attrs.append(("fmtp", f"{selected.fmt} {selected.fmtp}"))
+    if ptime is not None:
+        attrs.append(("ptime", str(ptime)))
+    attrs.append((direction.value, None))
+    return tuple(attrs)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     """What the answer did with one offered stream."""
@@ -1040,14 +1055,7 @@ def negotiate(offer: SessionDescription, supported: Sequence[Codec], *, origin: 
             results.append(StreamResult(i, m.media, False, reason=reason))
             continue
         direction = answer_direction(offer.media_direction(i), local_direction)
-        attrs: list[Attribute] = []
-        for selected in chosen:
-            attrs.append(("rtpmap", selected.rtpmap.encode()))
-            if selected.fmtp:
-                attrs.append(("fmtp", f"{selected.fmt} {selected.fmtp}"))
-        if ptime is not None:
-            attrs.append(("ptime", str(ptime)))
-        attrs.append((direction.value, None))
+        attrs = stream_attributes(chosen, direction, ptime)
         formats = tuple(selected.fmt for selected in chosen)
         streams.append(MediaDescription(m.media, ports[i], m.proto, formats,
                                         attributes=tuple(attrs)))
