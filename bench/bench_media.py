@@ -95,6 +95,10 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _user_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
 # --- engine process ---
 
 class _CountingTap:
@@ -144,7 +148,7 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
         legs.append(pair)
     conn.send({"a": [p[0].local_port for p in legs], "b": [p[1].local_port for p in legs]})
 
-    marks: list[tuple[float, float, int, int]] = []
+    marks: list[tuple[float, float, float, int, int]] = []
     stopped = asyncio.Event()
 
     def on_message() -> None:
@@ -152,7 +156,8 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
         if message in ("go", "done"):
             total_in = sum(leg.stats.packets_in for pair in legs for leg in pair)
             total_out = sum(leg.stats.packets_out for pair in legs for leg in pair)
-            marks.append((time.monotonic(), _cpu_seconds(), total_in, total_out))
+            marks.append((time.monotonic(), _cpu_seconds(), _user_seconds(), total_in,
+                          total_out))
         if message == "done":
             stopped.set()
 
@@ -160,9 +165,10 @@ async def _engine(conn: Connection, calls: int, port_min: int, tap: bool) -> Non
     await stopped.wait()
     loop.remove_reader(conn.fileno())
     os.set_blocking(conn.fileno(), True)
-    (t0, c0, in0, out0), (t1, c1, in1, out1) = marks
+    (t0, c0, u0, in0, out0), (t1, c1, u1, in1, out1) = marks
     malformed = sum(leg.stats.malformed + leg.stats.ignored for pair in legs for leg in pair)
-    conn.send({"cpu": 100 * (c1 - c0) / (t1 - t0), "in": in1 - in0, "out": out1 - out0,
+    conn.send({"cpu": 100 * (c1 - c0) / (t1 - t0), "user": 100 * (u1 - u0) / (t1 - t0),
+               "in": in1 - in0, "out": out1 - out0,
                "dropped_by_engine": malformed, "tapped_samples": counting_tap.samples})
     conn.recv()  # wait for the parent before closing (the generator drains meanwhile)
     await engine.stop()
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({args.loop}), generator on cpu {args.gen_cpu}, 20 ms PCMU both ways"
           + (", every leg tapped" if args.tap else ""))
     print(f"{'calls':>6} {'legs':>5} {'pps in':>8} {'pps out':>8} {'loss a->b':>10} "
-          f"{'loss b->a':>10} {'engine cpu':>10} {'gen cpu':>8} {'drops e/g':>10} "
+          f"{'loss b->a':>10} {'engine cpu (usr)':>16} {'gen cpu':>8} {'drops e/g':>10} "
           f"{'gen late':>8} {'delay p50/p99/max ms':>21} {'cpu busy (all procs)':>20}")
     best = 0
     for calls in counts:
@@ -362,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         e, g = r["engine"], r["gen"]
         print(f"{calls:>6} {2 * calls:>5} {r['pps_in']:>8.0f} {r['pps_out']:>8.0f} "
               f"{100 * r['loss_to_b']:>9.3f}% {100 * r['loss_to_a']:>9.3f}% "
-              f"{e['cpu']:>9.1f}% {g['cpu']:>7.1f}% {e['drops']:>5}/{g['drops']:<4} "
+              f"{e['cpu']:>8.1f}% ({e['user']:4.1f}%) {g['cpu']:>7.1f}% "
+              f"{e['drops']:>5}/{g['drops']:<4} "
               f"{g['late_slots']:>8} "
               f"{'/'.join(f'{d:.1f}' for d in g['delay']):>21} "
               + " ".join(f"cpu{i} {b:5.1f}%" for i, b in enumerate(r["busy"])), flush=True)
