@@ -37,6 +37,17 @@ handling inside ``_guard``: a ``SipError`` a session raises is answered with
 its status; any other exception is logged with the call's id, counted
 (``switch_call_errors_total``), and ends that call (500 to an unanswered
 caller, BYE to answered legs).  No exception leaves the controller.
+
+Nothing is kept forever (DESIGN.md rule 5): hanging up a call hangs up each
+leg on its own (one failing does not spare the others, nor the gauge); a
+request the driver cannot send is the far end's 503 (§8.1.3.1), told on the
+next loop turn; an observer or the relay failing to close a leg does not keep
+its port.  Every leg that stops being live is watched by the *ending guard*:
+released at most 64*T1 + T2 after the last request it sent (BYE, CANCEL) even
+if its phone never answers and no transaction timeout comes (counted in
+``forced_releases``, logged ``call.leg_forced_release``).  A BYE for a leg
+that is ending (its session over, the leg not yet released) or was released
+less than 64*T1 ago gets 200, not 481 (§15.1.2).
 """
 
 from __future__ import annotations
@@ -219,6 +230,14 @@ class CallController:
                                              session_expires=calls.session_expires,
                                              min_se=calls.min_se))
         self._linger = 64 * config.sip.t1_seconds
+        # The ending guard: 64*T1 (Timer B/F, §9.1's CANCEL bound) after the last
+        # request sent while ending, plus T2 so that the transaction layer's own
+        # timeout, due first, is what normally ends the leg.
+        self._ending_limit = self._linger + config.sip.t2_seconds
+        self.forced_releases = 0
+        # Dialogs of released legs, kept 64*T1 so that a BYE still on its way gets
+        # 200 rather than 481 (call id, local tag) -> until; in release order.
+        self._ended_dialogs: dict[tuple[str, str], float] = {}
         self._calls: dict[str, Call] = {}
         self._legs: dict[str, Leg] = {}
         self._by_dialog: dict[tuple[str, str], Leg] = {}
@@ -320,7 +339,15 @@ class CallController:
         """A request with a To tag; False when it names no dialog of ours (→ 481)."""
         leg = self._leg_for(request)
         if leg is None:
+            if request.method == "BYE" and self._recently_ended(request):
+                self._reply(txn, request, 200)
+                return True
             return False
+        if request.method == "BYE" and leg.session.state is State.TERMINATED:
+            # §15.1.2: the leg is ending but still known (a BYE that crossed ours, or
+            # came after our BYE timed out): the dialog is over either way.
+            self._reply(txn, request, 200)
+            return True
         errors = self._errors
         with self._guard(leg.call):
             try:
@@ -516,9 +543,16 @@ class CallController:
         try:
             await asyncio.wait_for(self._quiet.wait(), grace)
         except TimeoutError:
-            self._log.warning("call.shutdown_incomplete",
-                              legs=sum(1 for leg in self._legs.values()
-                                       if leg.session.state is not State.TERMINATED))
+            waiting = [leg for leg in self._legs.values()
+                       if leg.session.state is not State.TERMINATED]
+            states: dict[str, int] = {}
+            for leg in waiting:
+                name = f"{leg.role.name.lower()}:{leg.session.state.name.lower()}"
+                states[name] = states.get(name, 0) + 1
+            self._log.warning("call.shutdown_incomplete", legs=len(waiting), states=states,
+                              lingering=len(self._legs) - len(waiting))
+        for leg in list(self._legs.values()):
+            self._drop_leg(leg)         # the process is going: every port back
 
     def _busy(self) -> bool:
         return any(leg.session.state is not State.TERMINATED for leg in self._legs.values())
@@ -572,21 +606,34 @@ class CallController:
         try:
             for leg_id in (caller.id, *fork_ids):
                 opened.append(await self._media.open_leg(leg_id))
-        except (MediaUnavailable, OSError) as exc:
-            for handle in opened:
-                self._media.close_leg(handle)
+        except Exception as exc:   # noqa: BLE001 - MediaUnavailable, OSError, or a bug
+            self._close_handles(call, opened)
             with self._guard(call):
-                self._log.warning("call.media_unavailable", error=str(exc))
-                self._end_call(call, CallResult.FAILED, "media_unavailable", status=503)
+                if isinstance(exc, (MediaUnavailable, OSError)):
+                    self._log.warning("call.media_unavailable", error=str(exc))
+                    self._end_call(call, CallResult.FAILED, "media_unavailable", status=503)
+                else:
+                    raise
             return
         if call.ended or not caller.live:
-            for handle in opened:
-                self._media.close_leg(handle)
+            self._close_handles(call, opened)
             return
-        with self._guard(call):
-            caller.media = opened[0]
-            self._fork(call, caller, target, list(zip(fork_ids, bindings, opened[1:],
-                                                      strict=True)), offer)
+        try:
+            with self._guard(call):
+                caller.media = opened[0]
+                self._fork(call, caller, target, list(zip(fork_ids, bindings, opened[1:],
+                                                          strict=True)), offer)
+        finally:
+            # Ports opened for forks that were never created (forking failed half way).
+            self._close_handles(call, [h for h in opened[1:] if h.id not in call.legs])
+
+    def _close_handles(self, call: Call, handles: Sequence[MediaLegHandle]) -> None:
+        for handle in handles:
+            try:
+                self._media.close_leg(handle)
+            except Exception:   # noqa: BLE001 - logged; the others are closed all the same
+                with call_context(call.id):
+                    self._log.exception("media.close_failed", leg_id=handle.id)
 
     def _fork(self, call: Call, caller: Leg, target: User,
               forks: list[tuple[str, Binding, MediaLegHandle]],
@@ -659,27 +706,49 @@ class CallController:
     # --- executing session outputs --------------------------------------------------------------
 
     def _run(self, leg: Leg, outputs: list[Output]) -> None:
-        for item in outputs:
-            if isinstance(item, SendRequest):
-                self._send_request(leg, item.request)
-            elif isinstance(item, SendResponse):
-                if item.txn is not None:
-                    self._send_response(item.txn, item.response)
-            elif isinstance(item, SendAck):
-                self._send_ack(leg, item.request)
-            elif isinstance(item, SendCancel):
-                self._send_request(leg, item.cancel)
-            else:
-                self._on_event(leg, item)
-        self._arm(leg)
-        self._maybe_release(leg)
+        try:
+            for item in outputs:
+                if isinstance(item, SendRequest):
+                    self._send_request(leg, item.request)
+                elif isinstance(item, SendResponse):
+                    if item.txn is not None:
+                        self._send_response(item.txn, item.response)
+                elif isinstance(item, SendAck):
+                    self._send_ack(leg, item.request)
+                elif isinstance(item, SendCancel):
+                    self._send_request(leg, item.cancel)
+                else:
+                    self._on_event(leg, item)
+        finally:
+            # Even when a handler raised: a terminated session is released, not kept.
+            self._arm(leg)
+            self._maybe_release(leg)
 
     def _send_request(self, leg: Leg, request: Request) -> None:
         if "user-agent" not in request.headers:
             request.headers.add("User-Agent", self._config.sip.user_agent)
-        txn = self._sip.send_request(request, leg.destination)
+        try:
+            txn = self._sip.send_request(request, leg.destination)
+        except Exception:   # noqa: BLE001 - a request that cannot be sent fails (below)
+            self._log.warning("sip.send_failed", method=request.method, leg_id=leg.id,
+                              exc_info=True)
+            # §8.1.3.1: a transport failure is a 503 from the far end; told to the
+            # session on the next turn of the loop, as the transport's errors are.
+            self._timers.call_at(self._clock(), partial(self._send_failed, leg, request))
+            return
+        if leg.id not in self._legs:
+            return                 # released meanwhile: its responses concern no one
         self._txns[txn] = (leg, request)
         self._leg_txns.setdefault(leg.id, []).append(txn)
+        if not leg.live:
+            self._watch_ending(leg, restart=True)    # a BYE or CANCEL: give it its time
+
+    def _send_failed(self, leg: Leg, request: Request) -> None:
+        if leg.id not in self._legs:
+            return
+        with self._guard(leg.call):
+            self._run(leg, leg.session.receive_response(make_response(request, 503),
+                                                        self._clock()))
 
     def _send_response(self, txn: object, response: Response) -> None:
         assert isinstance(txn, int)
@@ -690,6 +759,8 @@ class CallController:
         except SipError as exc:
             # The transaction is gone (or already answered): nothing left to do.
             self._log.debug("sip.respond_failed", status=response.status, reason=str(exc))
+        except Exception:   # noqa: BLE001 - a response lost is the peer's retransmission
+            self._log.warning("sip.send_failed", status=response.status, exc_info=True)
 
     def _send_ack(self, leg: Leg, ack: Request) -> None:
         # §13.2.2.4: the ACK for a 2xx is its own transaction-less request; the
@@ -698,7 +769,11 @@ class CallController:
         headers = ack.headers.copy()
         headers.prepend("Via", f"SIP/2.0/{leg.destination.transport.upper()} "
                                f"{_host_for_uri(host)}:{port};branch={new_branch()};rport")
-        self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body), leg.destination)
+        try:
+            self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body),
+                                     leg.destination)
+        except Exception:   # noqa: BLE001 - its 2xx is retransmitted and ACKed again
+            self._log.warning("sip.send_failed", method="ACK", leg_id=leg.id, exc_info=True)
 
     def _reply(self, txn: int, request: Request, status: int, reason: str | None = None, *,
                extra: Sequence[tuple[str, str]] = ()) -> None:
@@ -1002,6 +1077,7 @@ class CallController:
         self._close_media(leg)
         if leg.exchange is not None:
             self._clear_exchange(leg.exchange)
+        self._watch_ending(leg)
         call = leg.call
         if call.ended:
             return
@@ -1013,7 +1089,8 @@ class CallController:
             else:
                 self._fork_failed(call, leg)
             return
-        if remote and (leg is call.caller or bridged):
+        if remote and (leg is call.caller or bridged or len(call.live_legs()) < 2):
+            # (A callee we had unbridged, e.g. held, leaving the caller alone ends it too.)
             self._party_left(call, leg, reason, status)
 
     def _party_left(self, call: Call, leg: Leg, reason: EndReason, status: int | None) -> None:
@@ -1049,8 +1126,7 @@ class CallController:
             call.ring_timer.cancel()
             call.ring_timer = None
         self._calls.pop(call.id, None)
-        for leg in list(call.legs.values()):
-            self._hangup_leg(leg, status)
+        self._hangup_all(call, status)
         self._metrics.calls_active.dec()
         self._metrics.call_ended(result.value)
         self._log.info("call.ended", result=result.value, cause=cause,
@@ -1059,6 +1135,17 @@ class CallController:
                           result=result.value, cause=cause)
         self._save(call)
 
+    def _hangup_all(self, call: Call, status: int) -> None:
+        """Hang up every leg of an ending call; one leg failing does not spare the others."""
+        for leg in list(call.legs.values()):
+            try:
+                self._hangup_leg(leg, status)
+            except Exception:   # noqa: BLE001 - its session is broken: forget the leg
+                self._errors += 1
+                self._metrics.call_errors.inc()
+                self._log.exception("call.leg_dropped", leg_id=leg.id)
+                self._drop_leg(leg)
+
     def _hangup_leg(self, leg: Leg, status: int = 480) -> None:
         if not leg.live:
             return
@@ -1066,15 +1153,67 @@ class CallController:
         self._close_media(leg)
         if leg.exchange is not None:
             self._clear_exchange(leg.exchange)
+        if leg.role is Role.UAC and leg.session.state is State.CALLING \
+                and not self._leg_txns.get(leg.id):
+            # Its INVITE never went out (the call ended while forking, or sending it
+            # failed): there is nothing to cancel and nothing will ever answer.
+            self._drop_leg(leg)
+            return
         self._run(leg, leg.session.hangup(self._clock(), status=status))
+        self._watch_ending(leg)
 
     def _close_media(self, leg: Leg) -> None:
         leg.call.unbridge(leg)
         media, leg.media = leg.media, None
-        if media is not None:
-            for observer in self._media_observers:
+        if media is None:
+            return
+        for observer in self._media_observers:
+            try:
                 observer.leg_media_closed(leg)
+            except Exception:   # noqa: BLE001 - the port goes back to the pool regardless
+                self._log.exception("call.media_observer_failed", leg_id=leg.id)
+        try:
             self._media.close_leg(media)
+        except Exception:   # noqa: BLE001 - logged; the leg is forgotten all the same
+            self._log.exception("media.close_failed", leg_id=leg.id)
+
+    # --- the ending guard -----------------------------------------------------------------
+
+    def _watch_ending(self, leg: Leg, *, restart: bool = False) -> None:
+        """Make sure ``leg``, no longer live, is released by ``release_by`` whatever
+        its phone does (``restart``: a request was just sent, count from now)."""
+        if leg.id not in self._legs or leg.session.state is State.TERMINATED:
+            return              # released, or released by _maybe_release (linger)
+        if restart or leg.release_by is None:
+            leg.release_by = self._clock() + self._ending_limit
+        if leg.guard is None:
+            leg.guard = self._timers.call_at(leg.release_by, partial(self._leg_overdue, leg))
+
+    def _leg_overdue(self, leg: Leg) -> None:
+        leg.guard = None
+        if leg.id not in self._legs:
+            return
+        if leg.session.state is State.TERMINATED:
+            if leg.timer is None:
+                self._release(leg)          # (its linger timer releases it otherwise)
+            return
+        if leg.release_by is not None and self._clock() < leg.release_by:
+            leg.guard = self._timers.call_at(leg.release_by, partial(self._leg_overdue, leg))
+            return
+        with call_context(leg.call.id):
+            self.forced_releases += 1
+            self._log.warning("call.leg_forced_release", leg_id=leg.id,
+                              role=leg.role.name.lower(), leg_state=leg.state.name.lower(),
+                              session_state=leg.session.state.name.lower(),
+                              seconds=self._ending_limit)
+            self._drop_leg(leg)
+
+    def _drop_leg(self, leg: Leg) -> None:
+        """Forget ``leg`` now, whatever its session's state (its media is closed)."""
+        leg.state = LegState.ENDED
+        if leg.exchange is not None:
+            self._clear_exchange(leg.exchange)
+        self._release(leg)
 
     # --- crash isolation -------------------------------------------------------------------
 
@@ -1112,13 +1251,7 @@ class CallController:
             call.ring_timer.cancel()
             call.ring_timer = None
         self._calls.pop(call.id, None)
-        for leg in list(call.legs.values()):
-            try:
-                self._hangup_leg(leg, 500)
-            except Exception:   # noqa: BLE001 - its session is broken: forget the leg
-                self._log.warning("call.leg_dropped", leg_id=leg.id)
-                self._close_media(leg)
-                self._release(leg)
+        self._hangup_all(call, 500)
         self._metrics.calls_active.dec()
         self._metrics.call_ended(CallResult.FAILED.value)
         self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
@@ -1194,16 +1327,41 @@ class CallController:
         if leg.timer is not None:
             leg.timer.cancel()
         leg.timer = None
+        if leg.guard is not None:
+            leg.guard.cancel()
+            leg.guard = None
+        self._close_media(leg)              # (closed when it stopped being live, normally)
         self._legs.pop(leg.id, None)
         key = (_call_id_of(leg.session.invite), leg.session.local_tag)
         if self._by_dialog.get(key) is leg:
             del self._by_dialog[key]
+            self._remember_ended(key)
         if leg.invite_txn is not None:
             self._by_invite.pop(leg.invite_txn, None)
         for txn in self._leg_txns.pop(leg.id, []):
             self._txns.pop(txn, None)
         if self._quiet is not None and not self._busy():
             self._quiet.set()
+
+    def _remember_ended(self, key: tuple[str, str]) -> None:
+        now = self._clock()
+        self._prune_ended(now)
+        self._ended_dialogs.pop(key, None)
+        self._ended_dialogs[key] = now + self._linger
+
+    def _recently_ended(self, request: Request) -> bool:
+        """Whether ``request`` names the dialog of a leg released less than 64*T1 ago."""
+        self._prune_ended(self._clock())
+        key = (_call_id_of(request), tag_of(request.headers.get("to") or "") or "")
+        return key in self._ended_dialogs
+
+    def _prune_ended(self, now: float) -> None:
+        ended = self._ended_dialogs
+        while ended:
+            key = next(iter(ended))
+            if ended[key] > now:
+                break
+            del ended[key]
 
     def _forget_txn(self, txn: int) -> None:
         entry = self._txns.pop(txn, None)

@@ -27,6 +27,13 @@ Two machines, each a table (an input a table does not list is an error,
   CONNECTED (2xx) → ENDING (we hung it up: CANCEL/BYE/rejection out) → ENDED
   (its session reported ``SessionTerminated``).  A leg ended by its phone
   goes straight to ENDED.
+
+A leg that is no longer live is still *known* (found by its dialog, its
+transactions answered) until its session is TERMINATED, plus 64*T1 for a UAC
+leg whose 2xx may still be retransmitted; it is then *released*: forgotten,
+its media port back in the pool.  Whatever the phones do (no ACK, no answer
+to our BYE or CANCEL, a send failure), a leg is released at most
+``64*T1 + T2`` after the last request it sent while ending (the ending guard).
 """
 
 from __future__ import annotations
@@ -173,6 +180,11 @@ class Leg:
     early_media: bool = False
     acked_at: float | None = None                  # UAC: first 2xx to its INVITE
     held_by_us: bool = False                       # we put its phone on hold
+    # The ending guard: once a leg stops being live it must be released by this
+    # instant (pushed back by every request sent while ending), whatever its phone
+    # does; see CallController._leg_overdue.
+    release_by: float | None = None
+    guard: TimerHandle | None = None
 
     def advance(self, event: LegInput) -> LegState:
         next_state = LEG_TRANSITIONS.get((self.state, event))
