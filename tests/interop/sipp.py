@@ -230,7 +230,13 @@ def _read_counts(workdir: Path, cmd: list[str], pid: int | None) -> dict[str, in
     if pid is None:
         return {}
     sf = cmd[cmd.index("-sf") + 1]
-    name = ET.parse(sf).getroot().get("name", Path(sf).stem)
+    try:
+        name = ET.parse(sf).getroot().get("name", Path(sf).stem)
+    except ET.ParseError:
+        # SIPp's own XML reader accepts what ElementTree refuses (a \" inside an
+        # attribute, as in uas_register.xml's ereg): read the name plainly.
+        found = re.search(r'<scenario\s+name="([^"]*)"', Path(sf).read_text(errors="replace"))
+        name = found.group(1) if found else Path(sf).stem
     path = workdir / f"{name}_{pid}_counts.csv"
     if not path.exists():
         return {}
@@ -259,7 +265,7 @@ def _read_result(
     if stats_path.exists():
         rows = list(csv.reader(stats_path.read_text(errors="replace").splitlines(), delimiter=";"))
         if len(rows) >= 2:
-            stats = dict(zip(rows[0], rows[-1]))
+            stats = dict(zip(rows[0], rows[-1], strict=False))
     messages = msg_path.read_text(errors="replace") if msg_path.exists() else ""
     return SippResult(
         rc, cmd, out, err, errors, stats, _read_counts(workdir, cmd, pid),
