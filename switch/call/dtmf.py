@@ -88,6 +88,11 @@ _MAX_CUSHION: Final = 800
 _MAX_TICK_SAMPLES: Final = 4000
 """Half a second: a longer gap between ticks (a stalled loop) restarts the tick clock."""
 _STARVED_TICKS: Final = 5
+# Ticks with no audio from any leg after which the detector is no longer run:
+# 200 ms of zeros is enough for any tone in progress to end (two agreeing
+# silent windows), and then a tick of only silent legs — signalling-only calls,
+# calls on hold — costs nothing but the loop over the slots.
+_IDLE_DETECTOR_TICKS: Final = 10
 """Ticks with nothing received after which a slot primes again."""
 
 Int16 = npt.NDArray[np.int16]
@@ -170,6 +175,7 @@ class DtmfWiring:
         self._detector = InbandDetector(capacity=16)
         self._last_tick: float | None = None
         self._carry = 0.0
+        self._silent_ticks = 0
         self.detector_runs = 0
         """``InbandDetector.process`` calls so far (one per tick with in-band legs)."""
 
@@ -309,6 +315,7 @@ class DtmfWiring:
         if n <= 0:
             return
         block = np.zeros((self._detector.capacity, n), dtype=np.int16)
+        fed = False
         for slot, state in self._slots.items():
             if state.queued:
                 parts = [state.cushion, *state.queued] if state.cushion.size else state.queued
@@ -327,10 +334,17 @@ class DtmfWiring:
                 state.primed = True
             take = min(n, buffered.size)
             block[slot, :take] = buffered[:take]
+            fed = fed or take > 0
             rest = buffered[take:]
             if rest.size > _MAX_CUSHION:
                 rest = rest[rest.size - _MAX_CUSHION:]
             state.cushion = rest
+        if fed:
+            self._silent_ticks = 0
+        else:
+            self._silent_ticks += 1
+            if self._silent_ticks > _IDLE_DETECTOR_TICKS:
+                return
         self.detector_runs += 1
         for event in self._detector.process(block, now):
             if isinstance(event, InbandToneStarted):

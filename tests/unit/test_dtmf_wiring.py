@@ -196,6 +196,21 @@ def test_inband_three_legs_one_detector_run_per_tick() -> None:
                      "extension": "1001"}
 
 
+def test_silent_legs_stop_costing_detector_runs_and_audio_resumes_them() -> None:
+    """Signalling-only calls and held calls send no audio: after a short tail of
+    zeros (so a tone in progress can end) the detector is not run at all."""
+    rig = Rig()
+    rig.wiring.leg_media_configured(make_leg("a"), TE_CONFIG)
+    for _ in range(50):
+        rig.now += TICK
+        rig.engine.tick(rig.now)
+    idle_runs = rig.wiring.detector_runs
+    assert idle_runs <= 12
+    rig.play({"a": tones("42")})
+    assert rig.bus.digits("a") == "42"
+    assert rig.wiring.detector_runs > idle_runs
+
+
 def test_leg_closed_frees_its_slot_and_tap() -> None:
     rig = Rig()
     a, b = make_leg("a"), make_leg("b")
