@@ -60,6 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import stepping  # noqa: E402  (bench/, the script's own directory)
 from interop.harness import (  # noqa: E402
     LOOPBACK,
     Engine,
@@ -396,9 +397,7 @@ def _rtd_ms(result: SippResult) -> float:
 
 def step_rates(run_one: Callable[[int], Step], rates: list[int], label: str,
                refine: int) -> list[Step]:  # fmt: skip
-    steps: list[Step] = []
-
-    def show(step: Step, extra: str = "") -> None:
+    def show(step: Step, extra: str) -> None:
         print(
             f"  {label:<22} {step.rate:>6}/s  {'ok' if step.ok else 'FAIL':<4} "
             f"calls={step.calls} ok={step.successful} failed={step.failed} "
@@ -409,25 +408,7 @@ def step_rates(run_one: Callable[[int], Step], rates: list[int], label: str,
             flush=True,
         )
 
-    for rate in rates:
-        step = run_one(rate)
-        steps.append(step)
-        show(step)
-        if not step.ok:
-            break
-    for _ in range(refine):
-        good = [s.rate for s in steps if s.ok]
-        bad = [s.rate for s in steps if not s.ok]
-        if not good or not bad:
-            break
-        lo, hi = max(good), min(bad)
-        mid = (lo + hi) // 2
-        if hi - lo < max(20, lo // 10):
-            break
-        step = run_one(mid)
-        steps.append(step)
-        show(step, " (refine)")
-    return steps
+    return stepping.step_rates(run_one, rates, refine=refine, show=show, min_gap=20)
 
 
 # --------------------------------------------------------------------------

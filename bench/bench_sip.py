@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import stepping  # noqa: E402  (bench/, the script's own directory)
 from interop.harness import Engine, default_users  # noqa: E402
 from interop.sipp import SippServer, run_sipp, write_users_csv  # noqa: E402
 
@@ -90,36 +91,15 @@ class Outcome:
 def step_rates(
     run_one: Callable[[int], Step], rates: list[int], label: str, refine: int = 0
 ) -> list[Step]:
-    steps: list[Step] = []
-    for rate in rates:
-        step = run_one(rate)
-        steps.append(step)
-        status = "ok" if step.ok else "FAIL"
+    def show(step: Step, extra: str) -> None:
         print(
-            f"  {label:<28} {rate:>6}/s  {status:<4} ok={step.successful} failed={step.failed} "
-            f"retrans={step.retrans} cpu={step.cpu:.2f}s ({step.core_pct:.0f}% core)",
+            f"  {label:<28} {step.rate:>6}/s  {'ok' if step.ok else 'FAIL':<4} "
+            f"ok={step.successful} failed={step.failed} retrans={step.retrans} "
+            f"cpu={step.cpu:.2f}s ({step.core_pct:.0f}% core){extra}",
             flush=True,
         )
-        if not step.ok:
-            break
-    # Bisect between the last clean rate and the first failing one.
-    for _ in range(refine):
-        good = [s.rate for s in steps if s.ok]
-        bad = [s.rate for s in steps if not s.ok]
-        if not good or not bad:
-            break
-        lo, hi = max(good), min(bad)
-        mid = (lo + hi) // 2
-        if hi - lo < max(50, lo // 10):
-            break
-        step = run_one(mid)
-        steps.append(step)
-        print(
-            f"  {label:<28} {mid:>6}/s  {'ok' if step.ok else 'FAIL':<4} ok={step.successful} "
-            f"failed={step.failed} retrans={step.retrans} cpu={step.cpu:.2f}s (refine)",
-            flush=True,
-        )
-    return steps
+
+    return stepping.step_rates(run_one, rates, refine=refine, show=show, min_gap=50)
 
 
 def sipp_step(
@@ -253,8 +233,8 @@ def main() -> int:
             )  # fmt: skip
             try:
                 steps = step_rates(
-                    lambda r, s=scenario, i=inf, srv=server: sipp_step(
-                        work / f"baseline_runs_{uas}",
+                    lambda r, s=scenario, i=inf, srv=server, u=uas: sipp_step(
+                        work / f"baseline_runs_{u}",
                         s,
                         srv.addr,
                         srv.pid,
@@ -292,10 +272,9 @@ def main() -> int:
         if eng and base and eng.best and base.best:
             rate_ratio = eng.best.rate / base.best.rate
             # CPU per transaction at the highest rate both handled cleanly
-            common = max(
-                (s.rate for s in eng.steps if s.ok and any(b.rate == s.rate and b.ok for b in base.steps)),
-                default=None,
-            )  # fmt: skip
+            clean_base = {b.rate for b in base.steps if b.ok}
+            common = max((s.rate for s in eng.steps if s.ok and s.rate in clean_base),
+                         default=None)
             both_capped = eng.steps[-1].ok and base.steps[-1].ok
             line = f"{test}: switch/sipp max-rate ratio {rate_ratio:.2f}"
             if both_capped:
