@@ -190,6 +190,8 @@ class SwitchSipService:
         # The endpoint counts messages in plain ints on the hot path; Prometheus
         # reads them when scraped.
         metrics.use_sip_message_source(self._driver.endpoint.stats.samples)
+        endpoint = self._driver.endpoint
+        metrics.sip_transactions_active.set_function(lambda: endpoint.transaction_count)
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -241,7 +243,6 @@ class SwitchSipService:
                 await self._engine.stop()
             except Exception:   # noqa: BLE001 - shutdown goes on
                 self._log.exception("switch.stop_failed", component="media")
-        self.sync_metrics()
         # Drain every pending write: shutdown loses nothing.
         await self._writer.close()
         await self._records.close(timeout=2.0)
@@ -261,10 +262,6 @@ class SwitchSipService:
     def lookup(self, extension: str) -> list[Binding]:
         """The live contacts of an extension (for call routing)."""
         return self._registrar.lookup(extension, self._now())
-
-    def sync_metrics(self) -> None:
-        """Refresh gauges that are read rather than counted (called on scrape)."""
-        self._metrics.sip_transactions_active.set(self._driver.endpoint.transaction_count)
 
     # --- events from the endpoint ------------------------------------------------------
 
