@@ -31,6 +31,9 @@ KNOWN_METHODS = frozenset({
     "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "REFER", "NOTIFY",
     "SUBSCRIBE", "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH",
 })
+# Methods only meaningful inside a dialog: outside one they get 481 (RFC 3261
+# §12.2.2; RFC 6086 INFO, RFC 3311 UPDATE, RFC 3262 PRACK, RFC 6665 NOTIFY).
+IN_DIALOG_METHODS = frozenset({"BYE", "NOTIFY", "INFO", "UPDATE", "PRACK"})
 SUPPORTED_OPTION_TAGS = frozenset({"path"})
 ACCEPTED_BODY_TYPES = ("application/sdp",)
 
@@ -125,8 +128,7 @@ class UasCore:
         return None
 
     def _not_here(self, request: Request) -> Response:
-        if request.method == "BYE" or request.method == "NOTIFY" or request.method == "INFO" \
-                or request.method == "UPDATE" or request.method == "PRACK":
+        if request.method in IN_DIALOG_METHODS:
             # In-dialog methods outside any dialog we know (§12.2.2).
             return make_response(request, 481, to_tag=self._make_tag())
         return make_response(request, 405, to_tag=self._make_tag(),
