@@ -110,6 +110,10 @@ def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, honouring quotes and <...> (RFC 3261 §7.3.1)."""
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        # Nothing to honour (Allow, Supported, Require, most Via lines): a C-level
+        # split instead of the character loop, which cost ~5 % of a calls load.
+        return [item.strip() for item in value.split(",")]
     items: list[str] = []
     start = 0
     in_quotes = False

@@ -49,6 +49,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import lru_cache
 
 from switch.sip.errors import ParseError, SipError
 
@@ -191,10 +192,7 @@ class Connection:
         """0.0.0.0, the RFC 2543 hold address (RFC 3264 §8.4), or its IPv6 analogue ``::``."""
         if self.nettype != "IN":
             return False
-        try:
-            return ipaddress.ip_address(self.address).is_unspecified
-        except ValueError:
-            return False
+        return _unspecified(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,7 +573,7 @@ def _split_lines(text: str, limits: SdpLimits) -> list[_Line]:
             # "s= " is the RFC 8866 §5.3 spelling of "no name": keep it.
             value = chunk.rstrip("\r")[2:]
         line = _Line(number, stripped, kind, value)
-        if any(ch in value for ch in "\r\x00"):
+        if "\r" in value or "\x00" in value:
             raise line.error("CR or NUL inside a value")
         lines.append(line)
     return lines
@@ -610,6 +608,17 @@ def _parse_origin(line: _Line) -> Origin:
                   _token(line, nettype, "nettype"), _token(line, addrtype, "addrtype"), address)
 
 
+# Phones repeat the same few addresses in every SDP; the ipaddress constructors
+# cost ~5 µs each (3-4 per call in a calls profile), a cache lookup ~0.1 µs.
+@lru_cache(maxsize=4096)
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=4096)
 def _valid_ip4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
@@ -618,6 +627,7 @@ def _valid_ip4(text: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)
 def _valid_ip6(text: str) -> bool:
     try:
         ipaddress.IPv6Address(text)

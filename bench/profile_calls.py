@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Where the engine's time goes under a steady call load: py-spy on ``switch run``.
+
+Starts the engine as ``bench_calls.py`` does (core 0), registers a SIPp callee,
+runs SIPp calls at one fixed rate (core 1) and records the engine with
+``py-spy record`` for the whole step.  Prints the step's outcome and the
+engine CPU per call, and writes the profile (speedscope JSON or a flat
+``--format raw`` collapsed-stack file) for reading with ``bench/flat_profile.py``.
+
+Usage::
+
+    .venv/bin/python bench/profile_calls.py --rate 300 --duration 10 --out /tmp/calls.txt
+    .venv/bin/python bench/flat_profile.py /tmp/calls.txt | head -40
+
+Needs ``py-spy`` in the venv (``.venv/bin/pip install py-spy``); it is a
+development tool, not a test dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_calls import CALLER, SwitchTarget, call_step  # noqa: E402
+from interop.sipp import write_callers_csv  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--rate", type=int, default=300, help="calls/s")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of new calls")
+    ap.add_argument("--hold-ms", type=int, default=1000)
+    ap.add_argument("--rtp", action="store_true", help="calls stream RTP both ways")
+    ap.add_argument("--out", default="/tmp/switch_calls_profile.txt", help="collapsed stacks")
+    ap.add_argument("--no-profile", action="store_true", help="only measure")
+    ap.add_argument("--extra-config", default="", help="TOML appended to the engine config")
+    args = ap.parse_args()
+
+    pyspy = Path(sys.executable).with_name("py-spy")
+    if not args.no_profile and not pyspy.exists():
+        print(f"py-spy not found at {pyspy}: .venv/bin/pip install py-spy")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="profile_calls_"))
+    callers = write_callers_csv(work / "callers.csv", [(CALLER.extension, CALLER.password)])
+    if args.rtp:
+        from interop.tones import TONE_A, TONE_B, sine, write_ulaw_wav
+
+        write_ulaw_wav(work / "runs" / "caller.wav", sine(TONE_A, 10))
+        write_ulaw_wav(work / "runs" / "callee.wav", sine(TONE_B, 10))
+    target = SwitchTarget(work, 0, 1, rtp_ports=20000)
+    if args.extra_config:
+        target.engine.extra_config += args.extra_config + "\n"
+        target.engine.write_config()
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        target.start()
+        target.register_callee()
+        if not args.no_profile:
+            spy = subprocess.Popen(
+                [str(pyspy), "record", "--pid", str(target.pid), "--rate", "250",
+                 "--format", "raw", "--output", args.out, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        step = call_step(target, args.rtp, args.rate, args.duration, args.hold_ms,
+                         work / "runs", callers)  # fmt: skip
+        print(f"rate {step.rate}/s: calls {step.calls} ok {step.successful} "
+              f"failed {step.failed} retrans {step.retrans} "
+              f"cpu {step.cpu_ms_per_call:.2f} ms/call ({step.core_pct:.0f}% of a core) "
+              f"setup {step.setup_ms:.1f} ms")  # fmt: skip
+        problems = target.problems()
+        if problems:
+            print(f"engine logged {len(problems)} problem line(s); first: {problems[0][:300]}")
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        target.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if spy is not None:
+        print(f"profile: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
