@@ -19,10 +19,12 @@ development tool, not a test dependency.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,6 +87,13 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 spy.kill()
         target.stop()
+        events: Counter[str] = Counter()
+        for line in (work / "engine.log").read_text().splitlines():
+            try:
+                events[json.loads(line).get("event", "?")] += 1
+            except ValueError:
+                events["(not json)"] += 1
+        print("engine log lines by event:", ", ".join(f"{k} {v}" for k, v in events.most_common(12)))
         shutil.rmtree(work, ignore_errors=True)
     if spy is not None:
         print(f"profile: {args.out}")

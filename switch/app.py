@@ -374,7 +374,7 @@ def run(config: Config, *, stderr: TextIO | None = None,
     ``notes`` are (event, fields) logged once logging is configured (the CLI
     uses it to say which configuration file it fell back to).
     """
-    configure_logging(config.log.format, config.log.level, cache=True)
+    configure_logging(config.log.format, config.log.level, cache=True, background=True)
     for event, fields in notes:
         get_logger("switch.cli").info(event, **fields)
     factory, loop_name = _loop_factory()

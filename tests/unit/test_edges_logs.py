@@ -88,3 +88,79 @@ def test_stdlib_records_become_json_lines(stream: io.StringIO) -> None:
     (line,) = lines(stream)
     assert line["event"] == "bad request from peer"
     assert line["logger"] == "aiohttp.server"
+
+
+# --- the batched writer (the real process) ---------------------------------------
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_batched_writer_without_a_loop_writes_each_line_at_once() -> None:
+    from switch.logs import _BatchedWriter
+
+    out = _CountingStream()
+    writer = _BatchedWriter(out)
+    writer.write('{"event": "a"}')
+    assert [line["event"] for line in lines(out)] == ["a"]
+    writer.write('{"event": "b"}')
+    assert out.writes == 2
+
+
+async def test_batched_writer_on_the_loop_writes_an_iteration_in_one_write() -> None:
+    import asyncio
+
+    from switch.logs import _BatchedWriter
+
+    out = _CountingStream()
+    writer = _BatchedWriter(out)
+    for i in range(100):
+        writer.write(json.dumps({"event": "n", "i": i}))
+    assert out.writes == 0  # queued until the iteration ends
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert out.writes == 1
+    assert [line["i"] for line in lines(out)] == list(range(100))
+
+
+async def test_batched_writer_bounds_what_waits_and_keeps_order_across_threads() -> None:
+    import asyncio
+
+    from switch.logs import _BatchedWriter
+
+    out = _CountingStream()
+    writer = _BatchedWriter(out, max_pending=10)
+    for i in range(25):
+        writer.write(json.dumps({"event": "n", "i": i}))
+    assert out.writes == 2  # forced at 10 and 20 pending
+    # a line from another thread goes out at once, after what was queued
+    await asyncio.to_thread(writer.write, json.dumps({"event": "n", "i": 25}))
+    assert [line["i"] for line in lines(out)] == list(range(26))
+    await asyncio.sleep(0)
+    assert [line["i"] for line in lines(out)] == list(range(26))
+
+
+def test_configure_logging_in_background_mode_routes_structlog_and_stdlib(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import switch.logs as logs
+
+    out = io.StringIO()
+    monkeypatch.setattr(logs, "_background", None)
+    try:
+        configure_logging("json", "info", stream=out, background=True)
+        get_logger("switch.test").info("from.structlog")
+        logging.getLogger("aiohttp.server").warning("from stdlib")
+        events = [line["event"] for line in lines(out)]
+        assert events == ["from.structlog", "from stdlib"]
+    finally:
+        structlog.reset_defaults()
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "_switch_handler", False):
+                logging.getLogger().removeHandler(handler)
