@@ -30,6 +30,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 __all__ = [
     "REDACTED",
+    "add_call_id",
     "call_context",
     "configure_logging",
     "get_logger",
@@ -206,7 +207,7 @@ _background: _BatchedWriter | None = None
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
-        _add_call_id,
+        add_call_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -301,7 +302,7 @@ def get_logger(name: str, **initial: object) -> FilteringBoundLogger:
 _CALL_ID: Final[ContextVar[str | None]] = ContextVar("switch_call_id", default=None)
 
 
-def _add_call_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+def add_call_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: the ``call_id`` of the enclosing :func:`call_context`."""
     call_id = _CALL_ID.get()
     if call_id is not None and "call_id" not in event_dict:

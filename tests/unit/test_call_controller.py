@@ -25,7 +25,7 @@ from switch.call.controller import CallController, NotImplementedYet
 from switch.call.media import LegConfig, MediaUnavailable
 from switch.call.model import CallState, LegState
 from switch.config import CallsConfig, Config, MediaConfig, SipConfig, User
-from switch.logs import get_logger
+from switch.logs import add_call_id, get_logger
 from switch.metrics import Metrics
 from switch.model import ConflictError, NotFoundError
 from switch.sip.auth import DigestAuthenticator, StaticCredentials, UserCredentials
@@ -787,7 +787,7 @@ def test_crash_in_one_call_leaves_the_others_alone() -> None:
         raise RuntimeError("injected")
 
     broken.caller.session.receive_request = explode  # type: ignore[method-assign]
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_contextvars, add_call_id]) as logs:
         txn, _ = first.in_dialog("BYE")
     assert any(e["event"] == "call.internal_error" and e.get("call_id") == broken.id
                for e in logs)
