@@ -80,6 +80,7 @@ from switch.call.offers import (
     leg_config,
     local_answer,
     local_offer,
+    offer_in_use,
     stream_direction,
 )
 from switch.call.routing import best_response, classify, target_user_part
@@ -552,6 +553,8 @@ class CallController:
             self._log.warning("call.shutdown_incomplete", legs=len(waiting), states=states,
                               lingering=len(self._legs) - len(waiting))
         for leg in list(self._legs.values()):
+            if leg.session.state is not State.TERMINATED:
+                self._metrics.forced_release("shutdown")
             self._drop_leg(leg)         # the process is going: every port back
 
     def _busy(self) -> bool:
@@ -694,6 +697,27 @@ class CallController:
         if body is not None:
             headers.add("Content-Type", "application/sdp")
         return Request("INVITE", binding.contact, headers, body or b"")
+
+    def _limit_duration(self, call: Call, answered_at: float) -> None:
+        """``[calls] max_duration``: the call is released that long after its answer."""
+        limit = self._config.calls.max_duration
+        if limit > 0:
+            call.duration_timer = self._timers.call_at(answered_at + limit,
+                                                       partial(self._max_duration, call))
+
+    @staticmethod
+    def _stop_duration_limit(call: Call) -> None:
+        if call.duration_timer is not None:
+            call.duration_timer.cancel()
+            call.duration_timer = None
+
+    def _max_duration(self, call: Call) -> None:
+        call.duration_timer = None
+        if call.ended:
+            return
+        with self._guard(call):
+            self._log.info("call.max_duration", seconds=self._config.calls.max_duration)
+            self._end_call(call, CallResult.ANSWERED, "max_duration")
 
     def _ring_timeout(self, call: Call) -> None:
         call.ring_timer = None
@@ -926,16 +950,43 @@ class CallController:
         self._run(leg, leg.session.answer(now, answer.encode()))
 
     def _offer_requested(self, leg: Leg) -> None:
-        """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer."""
+        """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer.
+
+        Answered here, not relayed to the other leg (as Asterisk and FreeSWITCH do
+        with anchored media): the offer is the leg's current media limited to the
+        codecs in use (``offer_in_use``), so the answer cannot pick a codec the
+        bridge does not carry.  A direction change in the answer (a phone that
+        holds or resumes this way) is passed on by ``_offered_answer``."""
         now = self._clock()
         if leg.media is None:
             self._run(leg, leg.session.reject_offer(now, 488))
             return
-        offer = leg.local_sdp or local_offer(address=self._media_host,
-                                             port=leg.media.local_port)
+        offer = offer_in_use(leg.local_sdp, leg.remote_sdp, leg.stream) \
+            if leg.local_sdp is not None \
+            else local_offer(address=self._media_host, port=leg.media.local_port)
         leg.origin, offer = leg.origin.stamp(offer)
         leg.local_sdp = offer
+        leg.offered_on_request = True
         self._run(leg, leg.session.answer(now, offer.encode()))
+
+    def _offered_answer(self, leg: Leg, before: SessionDescription | None,
+                        answer: SessionDescription) -> None:
+        """The ACK's answer to the offer of ``_offer_requested``: if its direction
+        changed (hold/resume, RFC 3264 §8.4), re-INVITE the bridged peer with that
+        direction, as a relayed offer would have carried it."""
+        leg.offered_on_request = False
+        peer = leg.call.peer(leg)
+        if before is None or peer is None or not peer.live or peer.held_by_us \
+                or leg.call.state is not CallState.ANSWERED:
+            return
+        direction = stream_direction(answer, leg.stream)
+        if direction is stream_direction(before, leg.stream):
+            return
+        if not peer.session.can_modify or peer.session.state is not State.CONFIRMED:
+            self._log.info("call.direction_not_relayed", leg_id=leg.id, to_leg=peer.id,
+                           direction=direction.value)
+            return
+        self._reoffer(peer, direction)
 
     def _answer_received(self, leg: Leg, body: bytes) -> None:
         ex = leg.exchange
@@ -946,9 +997,11 @@ class CallController:
             if ex is not None:
                 self._exchange_failed(leg, 488)
             return
-        leg.remote_sdp = answer
+        before, leg.remote_sdp = leg.remote_sdp, answer
         if ex is None or ex.answerer is not leg:
             self._configure(leg)          # the answer to an offer of our own
+            if leg.offered_on_request:
+                self._offered_answer(leg, before, answer)
             return
         self._complete_exchange(leg, ex, answer)
 
@@ -987,6 +1040,7 @@ class CallController:
             self._run(offerer, offerer.session.answer(now, relayed.encode()))
 
     def _exchange_failed(self, leg: Leg, status: int) -> None:
+        leg.offered_on_request = False
         ex = leg.exchange
         if ex is None or ex.answerer is not leg:
             return
@@ -1028,6 +1082,7 @@ class CallController:
             call.ring_timer.cancel()
             call.ring_timer = None
         caller.advance(LegInput.ANSWERED)
+        self._limit_duration(call, now)
         if winner.state in (LegState.CALLING, LegState.RINGING):
             winner.advance(LegInput.ANSWERED)
         winner.status = 200
@@ -1125,6 +1180,7 @@ class CallController:
         if call.ring_timer is not None:
             call.ring_timer.cancel()
             call.ring_timer = None
+        self._stop_duration_limit(call)
         self._calls.pop(call.id, None)
         self._hangup_all(call, status)
         self._metrics.calls_active.dec()
@@ -1144,6 +1200,7 @@ class CallController:
                 self._errors += 1
                 self._metrics.call_errors.inc()
                 self._log.exception("call.leg_dropped", leg_id=leg.id)
+                self._metrics.forced_release("error")
                 self._drop_leg(leg)
 
     def _hangup_leg(self, leg: Leg, status: int = 480) -> None:
@@ -1202,6 +1259,7 @@ class CallController:
             return
         with call_context(leg.call.id):
             self.forced_releases += 1
+            self._metrics.forced_release("ending_timeout")
             self._log.warning("call.leg_forced_release", leg_id=leg.id,
                               role=leg.role.name.lower(), leg_state=leg.state.name.lower(),
                               session_state=leg.session.state.name.lower(),
@@ -1250,6 +1308,7 @@ class CallController:
         if call.ring_timer is not None:
             call.ring_timer.cancel()
             call.ring_timer = None
+        self._stop_duration_limit(call)
         self._calls.pop(call.id, None)
         self._hangup_all(call, 500)
         self._metrics.calls_active.dec()
