@@ -24,7 +24,9 @@ ACKed and BYEd by its session).  When every fork fails the caller gets the
 best of their responses (RFC 3261 §16.7).  The caller ID the callee sees is
 the caller's user record (From and P-Asserted-Identity, RFC 3325), never what
 the phone put in its From.  Requests to a phone go to the address its
-REGISTER (or INVITE) came from, so phones behind NAT are reached (RFC 3581).
+REGISTER (or INVITE) came from, so phones behind NAT are reached (RFC 3581);
+in-dialog requests of a dialog with a route set (a proxy Record-Routed it) go
+to the route set's first hop instead (§12.2.1.1, §8.1.2; ``_next_hop``).
 
 Time: the sessions get ``clock()`` as ``now``; each leg keeps one timer at
 its session's ``get_timer()``; the call keeps one ring timer.  ``Timers`` is
@@ -99,6 +101,7 @@ from switch.model import (
     VoicemailView,
 )
 from switch.sip.auth import AuthOutcome, AuthResult
+from switch.sip.dialog import route_hop
 from switch.sip.errors import SipError
 from switch.sip.headers import quote, tag_of
 from switch.sip.invite import (
@@ -752,7 +755,7 @@ class CallController:
         if "user-agent" not in request.headers:
             request.headers.add("User-Agent", self._config.sip.user_agent)
         try:
-            txn = self._sip.send_request(request, leg.destination)
+            txn = self._sip.send_request(request, self._next_hop(leg, request))
         except Exception:   # noqa: BLE001 - a request that cannot be sent fails (below)
             self._log.warning("sip.send_failed", method=request.method, leg_id=leg.id,
                               exc_info=True)
@@ -766,6 +769,23 @@ class CallController:
         self._leg_txns.setdefault(leg.id, []).append(txn)
         if not leg.live:
             self._watch_ending(leg, restart=True)    # a BYE or CANCEL: give it its time
+
+    @staticmethod
+    def _next_hop(leg: Leg, request: Request) -> Destination:
+        """Where ``request`` on ``leg`` goes.  With a route set (a proxy Record-Routed
+        the dialog), in-dialog requests go to its first hop (RFC 3261 §12.2.1.1,
+        §8.1.2: the first Route if ``lr``, else the strict router in the
+        Request-URI).  Otherwise, and for the initial INVITE and its CANCEL, to the
+        address the phone's REGISTER or INVITE came from (RFC 3581: phones behind
+        NAT).  A host name is handed to the transport as written (no RFC 3263 DNS)."""
+        hop = route_hop(request)
+        current = leg.destination
+        if hop is None:
+            return current
+        transport = hop.transport if hop.transport in ("udp", "tcp") else current.transport
+        if (hop.host, hop.port, transport) == (current.host, current.port, current.transport):
+            return current                  # the same flow: keep its TCP connection
+        return Destination(transport=transport, host=hop.host, port=hop.port)
 
     def _send_failed(self, leg: Leg, request: Request) -> None:
         if leg.id not in self._legs:
@@ -790,12 +810,12 @@ class CallController:
         # §13.2.2.4: the ACK for a 2xx is its own transaction-less request; the
         # session re-sends the same one for a retransmitted 2xx, so copy it.
         host, port = self._sip.local_address()
+        destination = self._next_hop(leg, ack)
         headers = ack.headers.copy()
-        headers.prepend("Via", f"SIP/2.0/{leg.destination.transport.upper()} "
+        headers.prepend("Via", f"SIP/2.0/{destination.transport.upper()} "
                                f"{_host_for_uri(host)}:{port};branch={new_branch()};rport")
         try:
-            self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body),
-                                     leg.destination)
+            self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body), destination)
         except Exception:   # noqa: BLE001 - its 2xx is retransmitted and ACKed again
             self._log.warning("sip.send_failed", method="ACK", leg_id=leg.id, exc_info=True)
 

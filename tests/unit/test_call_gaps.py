@@ -7,11 +7,13 @@ re-INVITE/UPDATE without SDP, the route set of in-dialog requests (RFC 3261
 
 from __future__ import annotations
 
-from test_call_controller import ANSWER, OFFER, World, _hold
+import pytest
+from test_call_controller import ANSWER, OFFER, Caller, World, _hold
 from test_call_lifecycle import GUARD, bye_to, fork_call_id, released
 
 from switch.call.model import CallState
 from switch.sip.headers import tag_of
+from switch.sip.message import Request, make_response
 
 # --- max call duration ----------------------------------------------------------------------
 
@@ -150,3 +152,100 @@ def test_offerless_update_is_a_refresh_answered_without_sdp() -> None:
     (response,) = w.sip.responses[txn]
     assert response.status == 200 and not response.body
     assert w.controller.calls[0].state is CallState.ANSWERED
+
+
+# --- route set: in-dialog requests through a Record-Routing proxy ------------------------------
+
+PROXY = "192.0.2.50"
+
+
+def _invite_through(w: World, record_route: str) -> Caller:
+    """The caller's INVITE as a proxy that Record-Routes would pass it on."""
+    plain = Caller.request
+
+    def request(self: Caller, *, cseq: int, authorization: str | None = None) -> Request:
+        out = plain(self, cseq=cseq, authorization=authorization)
+        out.headers.add("Record-Route", record_route)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Caller, "request", request)
+        return w.invite()
+
+
+def test_requests_to_the_caller_follow_a_loose_route_set() -> None:
+    w = World(max_duration=60)
+    phone = _invite_through(w, f"<sip:{PROXY}:5070;lr>")
+    (fork,) = w.forks()
+    w.answer(fork)
+    assert phone.final.headers.get_all("record-route") == [f"<sip:{PROXY}:5070;lr>"]
+    phone.ack()
+    w.clock.advance(61)                          # max_duration: BYE to both sides
+    bye = bye_to(w, phone.call_id)
+    assert (bye.destination.host, bye.destination.port) == (PROXY, 5070)
+    assert bye.request.headers.get_all("route") == [f"<sip:{PROXY}:5070;lr>"]
+    assert bye.request.uri == "sip:1001@10.0.0.1:5060"        # the remote target
+    callee_bye = bye_to(w, fork_call_id(fork))                  # no route set: its flow
+    assert (callee_bye.destination.host, callee_bye.destination.port) == ("203.0.113.5", 40000)
+
+
+def test_requests_to_the_caller_through_a_strict_router() -> None:
+    w = World()
+    phone = _invite_through(w, f"<sip:{PROXY}:5080>")
+    (fork,) = w.forks()
+    w.answer(fork)
+    phone.ack()
+    w.controller.hold(w.controller.calls[0].caller)  # type: ignore[arg-type]
+    (reinvite,) = [s for s in w.sent("INVITE") if s.request.headers.get("call-id")
+                   == phone.call_id]
+    # §12.2.1.1: the strict router becomes the Request-URI, the remote target the last Route.
+    assert reinvite.request.uri == f"sip:{PROXY}:5080"
+    assert reinvite.request.headers.get_all("route") == ["<sip:1001@10.0.0.1:5060>"]
+    assert (reinvite.destination.host, reinvite.destination.port) == (PROXY, 5080)
+
+
+def test_requests_to_the_callee_follow_the_route_set_of_its_2xx() -> None:
+    w = World()
+    phone = w.invite()
+    (fork,) = w.forks()
+    ok = make_response(fork.request, 200, to_tag="btag")
+    ok.headers.add("Record-Route", f"<sip:{PROXY}:5090;transport=tcp;lr>")
+    ok.headers.add("Record-Route", "<sip:192.0.2.51:5091;lr>")
+    ok.headers.add("Contact", "<sip:1002@10.0.0.2:5062>")
+    ok.headers.add("Content-Type", "application/sdp")
+    ok.body = ANSWER
+    w.controller.receive_response(fork.txn, ok)
+    # the ACK for the 2xx: to the last Record-Route (our side of the route set), §12.1.2
+    ((ack, destination),) = [(m, d) for m, d in w.sip.stateless
+                             if isinstance(m, Request) and m.method == "ACK"]
+    assert (destination.host, destination.port, destination.transport) == (
+        "192.0.2.51", 5091, "udp")
+    assert ack.headers.get_all("route") == [
+        "<sip:192.0.2.51:5091;lr>", f"<sip:{PROXY}:5090;transport=tcp;lr>"]
+    assert ack.headers.get("via", "").startswith("SIP/2.0/UDP ")
+    phone.ack()
+    phone.in_dialog("BYE")
+    bye = bye_to(w, fork_call_id(fork))
+    assert (bye.destination.host, bye.destination.port) == ("192.0.2.51", 5091)
+    assert bye.request.uri == "sip:1002@10.0.0.2:5062"
+
+
+def test_next_hop_of_a_request() -> None:
+    from switch.sip.dialog import next_hop, route_hop
+    from switch.sip.message import Headers
+
+    def req(*headers: tuple[str, str], uri: str = "sip:b@10.0.0.9:5062") -> Request:
+        return Request("BYE", uri, Headers([("To", "<sip:b@x>;tag=t"), *headers]))
+
+    assert next_hop(req()) == "sip:b@10.0.0.9:5062"
+    assert route_hop(req()) is None                       # no route set: the flow
+    loose = req(("Route", "<sip:p1.example:5070;lr>"), ("Route", "<sip:p2;lr>"))
+    assert next_hop(loose) == "sip:p1.example:5070;lr"
+    hop = route_hop(loose)
+    assert hop is not None and (hop.host, hop.port, hop.transport) == ("p1.example", 5070, None)
+    strict = req(("Route", "<sip:b@10.0.0.9:5062>"), uri="sip:[2001:db8::1];transport=TCP")
+    hop = route_hop(strict)
+    assert hop is not None and (hop.host, hop.port, hop.transport) == ("2001:db8::1", 5060, "tcp")
+    # an initial request (no To tag) with a preloaded Route goes where its caller says
+    assert route_hop(Request("INVITE", "sip:b@x", Headers([
+        ("To", "<sip:b@x>"), ("Route", "<sip:p1;lr>")]))) is None
