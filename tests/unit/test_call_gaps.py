@@ -249,3 +249,77 @@ def test_next_hop_of_a_request() -> None:
     # an initial request (no To tag) with a preloaded Route goes where its caller says
     assert route_hop(Request("INVITE", "sip:b@x", Headers([
         ("To", "<sip:b@x>"), ("Route", "<sip:p1;lr>")]))) is None
+
+
+# --- 100rel: not supported, refused when required ----------------------------------------------
+
+
+def _invite_with(w: World, *extra: tuple[str, str]) -> Caller:
+    plain = Caller.request
+
+    def request(self: Caller, *, cseq: int, authorization: str | None = None) -> Request:
+        out = plain(self, cseq=cseq, authorization=authorization)
+        for name, value in extra:
+            out.headers.add(name, value)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Caller, "request", request)
+        return w.invite()
+
+
+def test_require_100rel_gets_420_unsupported() -> None:
+    w = World()
+    phone = _invite_with(w, ("Supported", "timer"), ("Require", "100rel"))
+    assert phone.final.status == 420
+    assert phone.final.headers.get("unsupported") == "100rel"
+    assert not w.forks() and not w.controller.calls
+
+
+def test_require_timer_is_accepted_only_with_session_timers() -> None:
+    w = World(session_timer=True)
+    phone = _invite_with(w, ("Supported", "timer"), ("Require", "timer"),
+                         ("Session-Expires", "1800"))
+    assert w.forks() and phone.statuses == []     # routed: nothing refused
+    w2 = World(session_timer=False)
+    refused = _invite_with(w2, ("Require", "timer, 100rel"))
+    assert refused.final.status == 420
+    assert refused.final.headers.get("unsupported") == "timer, 100rel"
+
+
+def test_supported_100rel_is_not_used() -> None:
+    """A caller offering 100rel gets ordinary unreliable provisionals (no Require, no
+    RSeq) and the call goes on; our INVITE to the callee does not offer 100rel."""
+    w = World()
+    phone = _invite_with(w, ("Supported", "100rel, timer"))
+    (fork,) = w.forks()
+    assert "100rel" not in (fork.request.headers.get("supported") or "")
+    assert "require" not in fork.request.headers
+    w.reply(fork, 180)
+    ringing = [r for r in w.sip.responses[phone.txn] if r.status == 180]
+    assert ringing and "require" not in ringing[0].headers and "rseq" not in ringing[0].headers
+    w.answer(fork)
+    assert phone.final.status == 200 and "require" not in phone.final.headers
+    phone.ack()
+    assert w.controller.calls[0].state is CallState.ANSWERED
+
+
+def test_reinvite_requiring_100rel_gets_420_and_the_call_goes_on() -> None:
+    from switch.sip.message import Headers
+    w = World()
+    phone, fork, ok = w.established()
+    invites = len(w.sent("INVITE"))
+    request = Request("INVITE", "sip:switch@192.0.2.1:5060", Headers([
+        ("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-rel"),
+        ("From", '"Mallory" <sip:1001@switch.local>;tag=atag'),
+        ("To", phone.final.headers.get("to") or ""),
+        ("Call-ID", phone.call_id), ("CSeq", "10 INVITE"),
+        ("Contact", "<sip:1001@10.0.0.1:5060>"), ("Require", "100rel"),
+        ("Content-Type", "application/sdp")]), _hold(OFFER, b"sendonly", b"2"))
+    assert w.controller.receive_in_dialog(77, request, phone.source) is True
+    (response,) = w.sip.responses[77]
+    assert (response.status, response.headers.get("unsupported")) == (420, "100rel")
+    assert len(w.sent("INVITE")) == invites              # nothing relayed
+    assert w.controller.calls[0].state is CallState.ANSWERED
+    txn, _ = phone.in_dialog("INVITE", _hold(OFFER, b"sendonly", b"3"), cseq=11)
+    assert len(w.sent("INVITE")) == invites + 1          # the same offer without Require
