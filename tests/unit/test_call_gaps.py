@@ -323,3 +323,19 @@ def test_reinvite_requiring_100rel_gets_420_and_the_call_goes_on() -> None:
     assert w.controller.calls[0].state is CallState.ANSWERED
     txn, _ = phone.in_dialog("INVITE", _hold(OFFER, b"sendonly", b"3"), cseq=11)
     assert len(w.sent("INVITE")) == invites + 1          # the same offer without Require
+
+
+def test_dead_signalling_only_call_ends_by_its_session_timer() -> None:
+    """No RTP to watch and no max_duration: the session timer the caller negotiated
+    (RFC 4028) is what ends a call whose caller vanished: no refresh, BYE both ways."""
+    w = World(session_timer=True, max_duration=0)
+    phone = _invite_with(w, ("Supported", "timer"), ("Session-Expires", "90;refresher=uac"))
+    (fork,) = w.forks()
+    w.answer(fork)
+    assert phone.final.headers.get("session-expires") == "90;refresher=uac"
+    phone.ack()
+    w.clock.advance(90)                          # the caller never refreshes (RFC 4028 §10)
+    assert not w.controller.calls
+    assert {b.request.headers.get("call-id") for b in w.sent("BYE")} == {
+        phone.call_id, fork_call_id(fork)}
+    assert w.records.last(w.call_id()).cause == "caller_session_expired"
