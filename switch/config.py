@@ -152,6 +152,9 @@ class CallsConfig:
     """The smallest session interval accepted (RFC 4028 §5: at least 90)."""
     shutdown_grace: int = 2
     """At shutdown, seconds to wait for the 200s to the BYEs ending active calls."""
+    max_duration: int = 0
+    """An answered call is released (BYE both ways, cause ``max_duration``) this long
+    after its answer; 0 = unlimited.  The backstop for a dead signalling-only call."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -503,11 +506,12 @@ def _read_calls(t: _Table) -> CallsConfig:
         t.problem("session_expires",
                   f"must be at least {t.key('min_se')} ({min_se}), got {session_expires}")
     shutdown_grace = t.integer("shutdown_grace", d.shutdown_grace, 0, 8)
+    max_duration = t.integer("max_duration", d.max_duration, 0, 604_800, " (0 = unlimited)")
     t.finish()
     return CallsConfig(ring_timeout=ring_timeout, max_calls=max_calls,
                        media_timeout=media_timeout, session_timer=session_timer,
                        session_expires=max(session_expires, min_se), min_se=min_se,
-                       shutdown_grace=shutdown_grace)
+                       shutdown_grace=shutdown_grace, max_duration=max_duration)
 
 
 _PATTERN_RE: Final = re.compile(r"([0-9*#A-D]*)(\{number\})?([*#A-D][0-9*#A-D]*)?")
@@ -729,7 +733,7 @@ def _to_raw(config: Config) -> dict[str, object]:
         "calls": {"ring_timeout": c.ring_timeout, "max_calls": c.max_calls,
                   "media_timeout": c.media_timeout, "session_timer": c.session_timer,
                   "session_expires": c.session_expires, "min_se": c.min_se,
-                  "shutdown_grace": c.shutdown_grace},
+                  "shutdown_grace": c.shutdown_grace, "max_duration": c.max_duration},
         "features": {
             **{name: "" for name in FEATURE_NAMES},
             **dict(config.features.codes),

@@ -40,6 +40,7 @@ __all__ = [
     "CALL_RESULTS",
     "CONTENT_TYPE",
     "DTMF_METHODS",
+    "FORCED_RELEASE_REASONS",
     "SIP_METHODS",
     "TRANSFER_KINDS",
     "TRANSFER_RESULTS",
@@ -64,6 +65,12 @@ TRANSFER_KINDS: Final = ("blind", "warm", "voicemail")
 TRANSFER_RESULTS: Final = ("completed", "failed", "cancelled", "rejected")
 DTMF_METHODS: Final = ("inband", "rfc4733", "info")
 PARSE_ERROR_TRANSPORTS: Final = ("udp", "tcp")
+# Why a call leg was forgotten without its SIP dialog ending normally:
+# ending_timeout — its phone answered neither our BYE/CANCEL nor anything else
+# within 64*T1 + T2 (the call controller's ending guard); shutdown — still
+# unanswered when the shutdown grace ran out; error — its session raised while
+# being hung up.
+FORCED_RELEASE_REASONS: Final = ("ending_timeout", "shutdown", "error")
 AUTH_FAILURE_REASONS: Final = (
     "bad_credentials", "unknown_user", "stale_nonce", "malformed", "blocked",
 )
@@ -121,6 +128,10 @@ class Metrics:
         self.call_errors = Counter(
             "switch_call_errors",
             "Calls ended because their handling raised an unexpected exception.", registry=r)
+        self.calls_forced_release = Counter(
+            "switch_calls_forced_release",
+            "Call legs released without their dialog ending normally, by reason.",
+            ["reason"], registry=r)
         self.sip_transactions_active = Gauge(
             "switch_sip_transactions_active", "SIP transactions in progress.", registry=r)
         self.event_loop_lag_seconds = Gauge(
@@ -153,6 +164,8 @@ class Metrics:
             self.sip_parse_errors.labels(transport=transport)
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason=reason)
+        for reason in FORCED_RELEASE_REASONS:
+            self.calls_forced_release.labels(reason=reason)
 
         self._rtp_in = self.rtp_packets.labels(direction="in")
         self._rtp_out = self.rtp_packets.labels(direction="out")
@@ -230,6 +243,12 @@ class Metrics:
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(
             reason=reason if reason in AUTH_FAILURE_REASONS else "other").inc()
+
+    def forced_release(self, reason: str) -> None:
+        if reason not in FORCED_RELEASE_REASONS:
+            raise ValueError(f"forced release reason must be one of {FORCED_RELEASE_REASONS}, "
+                             f"got {reason!r}")
+        self.calls_forced_release.labels(reason=reason).inc()
 
     def parse_error(self, transport: str) -> None:
         self.sip_parse_errors.labels(transport=transport.lower()).inc()

@@ -24,7 +24,9 @@ ACKed and BYEd by its session).  When every fork fails the caller gets the
 best of their responses (RFC 3261 §16.7).  The caller ID the callee sees is
 the caller's user record (From and P-Asserted-Identity, RFC 3325), never what
 the phone put in its From.  Requests to a phone go to the address its
-REGISTER (or INVITE) came from, so phones behind NAT are reached (RFC 3581).
+REGISTER (or INVITE) came from, so phones behind NAT are reached (RFC 3581);
+in-dialog requests of a dialog with a route set (a proxy Record-Routed it) go
+to the route set's first hop instead (§12.2.1.1, §8.1.2; ``_next_hop``).
 
 Time: the sessions get ``clock()`` as ``now``; each leg keeps one timer at
 its session's ``get_timer()``; the call keeps one ring timer.  ``Timers`` is
@@ -80,6 +82,7 @@ from switch.call.offers import (
     leg_config,
     local_answer,
     local_offer,
+    offer_in_use,
     stream_direction,
 )
 from switch.call.routing import best_response, classify, target_user_part
@@ -98,6 +101,7 @@ from switch.model import (
     VoicemailView,
 )
 from switch.sip.auth import AuthOutcome, AuthResult
+from switch.sip.dialog import route_hop
 from switch.sip.errors import SipError
 from switch.sip.headers import quote, tag_of
 from switch.sip.invite import (
@@ -552,6 +556,8 @@ class CallController:
             self._log.warning("call.shutdown_incomplete", legs=len(waiting), states=states,
                               lingering=len(self._legs) - len(waiting))
         for leg in list(self._legs.values()):
+            if leg.session.state is not State.TERMINATED:
+                self._metrics.forced_release("shutdown")
             self._drop_leg(leg)         # the process is going: every port back
 
     def _busy(self) -> bool:
@@ -695,6 +701,27 @@ class CallController:
             headers.add("Content-Type", "application/sdp")
         return Request("INVITE", binding.contact, headers, body or b"")
 
+    def _limit_duration(self, call: Call, answered_at: float) -> None:
+        """``[calls] max_duration``: the call is released that long after its answer."""
+        limit = self._config.calls.max_duration
+        if limit > 0:
+            call.duration_timer = self._timers.call_at(answered_at + limit,
+                                                       partial(self._max_duration, call))
+
+    @staticmethod
+    def _stop_duration_limit(call: Call) -> None:
+        if call.duration_timer is not None:
+            call.duration_timer.cancel()
+            call.duration_timer = None
+
+    def _max_duration(self, call: Call) -> None:
+        call.duration_timer = None
+        if call.ended:
+            return
+        with self._guard(call):
+            self._log.info("call.max_duration", seconds=self._config.calls.max_duration)
+            self._end_call(call, CallResult.ANSWERED, "max_duration")
+
     def _ring_timeout(self, call: Call) -> None:
         call.ring_timer = None
         if call.state is not CallState.RINGING:
@@ -728,7 +755,7 @@ class CallController:
         if "user-agent" not in request.headers:
             request.headers.add("User-Agent", self._config.sip.user_agent)
         try:
-            txn = self._sip.send_request(request, leg.destination)
+            txn = self._sip.send_request(request, self._next_hop(leg, request))
         except Exception:   # noqa: BLE001 - a request that cannot be sent fails (below)
             self._log.warning("sip.send_failed", method=request.method, leg_id=leg.id,
                               exc_info=True)
@@ -742,6 +769,23 @@ class CallController:
         self._leg_txns.setdefault(leg.id, []).append(txn)
         if not leg.live:
             self._watch_ending(leg, restart=True)    # a BYE or CANCEL: give it its time
+
+    @staticmethod
+    def _next_hop(leg: Leg, request: Request) -> Destination:
+        """Where ``request`` on ``leg`` goes.  With a route set (a proxy Record-Routed
+        the dialog), in-dialog requests go to its first hop (RFC 3261 §12.2.1.1,
+        §8.1.2: the first Route if ``lr``, else the strict router in the
+        Request-URI).  Otherwise, and for the initial INVITE and its CANCEL, to the
+        address the phone's REGISTER or INVITE came from (RFC 3581: phones behind
+        NAT).  A host name is handed to the transport as written (no RFC 3263 DNS)."""
+        hop = route_hop(request)
+        current = leg.destination
+        if hop is None:
+            return current
+        transport = hop.transport if hop.transport in ("udp", "tcp") else current.transport
+        if (hop.host, hop.port, transport) == (current.host, current.port, current.transport):
+            return current                  # the same flow: keep its TCP connection
+        return Destination(transport=transport, host=hop.host, port=hop.port)
 
     def _send_failed(self, leg: Leg, request: Request) -> None:
         if leg.id not in self._legs:
@@ -766,12 +810,12 @@ class CallController:
         # §13.2.2.4: the ACK for a 2xx is its own transaction-less request; the
         # session re-sends the same one for a retransmitted 2xx, so copy it.
         host, port = self._sip.local_address()
+        destination = self._next_hop(leg, ack)
         headers = ack.headers.copy()
-        headers.prepend("Via", f"SIP/2.0/{leg.destination.transport.upper()} "
+        headers.prepend("Via", f"SIP/2.0/{destination.transport.upper()} "
                                f"{_host_for_uri(host)}:{port};branch={new_branch()};rport")
         try:
-            self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body),
-                                     leg.destination)
+            self._sip.send_stateless(Request("ACK", ack.uri, headers, ack.body), destination)
         except Exception:   # noqa: BLE001 - its 2xx is retransmitted and ACKed again
             self._log.warning("sip.send_failed", method="ACK", leg_id=leg.id, exc_info=True)
 
@@ -926,16 +970,43 @@ class CallController:
         self._run(leg, leg.session.answer(now, answer.encode()))
 
     def _offer_requested(self, leg: Leg) -> None:
-        """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer."""
+        """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer.
+
+        Answered here, not relayed to the other leg (as Asterisk and FreeSWITCH do
+        with anchored media): the offer is the leg's current media limited to the
+        codecs in use (``offer_in_use``), so the answer cannot pick a codec the
+        bridge does not carry.  A direction change in the answer (a phone that
+        holds or resumes this way) is passed on by ``_offered_answer``."""
         now = self._clock()
         if leg.media is None:
             self._run(leg, leg.session.reject_offer(now, 488))
             return
-        offer = leg.local_sdp or local_offer(address=self._media_host,
-                                             port=leg.media.local_port)
+        offer = offer_in_use(leg.local_sdp, leg.remote_sdp, leg.stream) \
+            if leg.local_sdp is not None \
+            else local_offer(address=self._media_host, port=leg.media.local_port)
         leg.origin, offer = leg.origin.stamp(offer)
         leg.local_sdp = offer
+        leg.offered_on_request = True
         self._run(leg, leg.session.answer(now, offer.encode()))
+
+    def _offered_answer(self, leg: Leg, before: SessionDescription | None,
+                        answer: SessionDescription) -> None:
+        """The ACK's answer to the offer of ``_offer_requested``: if its direction
+        changed (hold/resume, RFC 3264 §8.4), re-INVITE the bridged peer with that
+        direction, as a relayed offer would have carried it."""
+        leg.offered_on_request = False
+        peer = leg.call.peer(leg)
+        if before is None or peer is None or not peer.live or peer.held_by_us \
+                or leg.call.state is not CallState.ANSWERED:
+            return
+        direction = stream_direction(answer, leg.stream)
+        if direction is stream_direction(before, leg.stream):
+            return
+        if not peer.session.can_modify or peer.session.state is not State.CONFIRMED:
+            self._log.info("call.direction_not_relayed", leg_id=leg.id, to_leg=peer.id,
+                           direction=direction.value)
+            return
+        self._reoffer(peer, direction)
 
     def _answer_received(self, leg: Leg, body: bytes) -> None:
         ex = leg.exchange
@@ -946,9 +1017,11 @@ class CallController:
             if ex is not None:
                 self._exchange_failed(leg, 488)
             return
-        leg.remote_sdp = answer
+        before, leg.remote_sdp = leg.remote_sdp, answer
         if ex is None or ex.answerer is not leg:
             self._configure(leg)          # the answer to an offer of our own
+            if leg.offered_on_request:
+                self._offered_answer(leg, before, answer)
             return
         self._complete_exchange(leg, ex, answer)
 
@@ -987,6 +1060,7 @@ class CallController:
             self._run(offerer, offerer.session.answer(now, relayed.encode()))
 
     def _exchange_failed(self, leg: Leg, status: int) -> None:
+        leg.offered_on_request = False
         ex = leg.exchange
         if ex is None or ex.answerer is not leg:
             return
@@ -1028,6 +1102,7 @@ class CallController:
             call.ring_timer.cancel()
             call.ring_timer = None
         caller.advance(LegInput.ANSWERED)
+        self._limit_duration(call, now)
         if winner.state in (LegState.CALLING, LegState.RINGING):
             winner.advance(LegInput.ANSWERED)
         winner.status = 200
@@ -1125,6 +1200,7 @@ class CallController:
         if call.ring_timer is not None:
             call.ring_timer.cancel()
             call.ring_timer = None
+        self._stop_duration_limit(call)
         self._calls.pop(call.id, None)
         self._hangup_all(call, status)
         self._metrics.calls_active.dec()
@@ -1144,6 +1220,7 @@ class CallController:
                 self._errors += 1
                 self._metrics.call_errors.inc()
                 self._log.exception("call.leg_dropped", leg_id=leg.id)
+                self._metrics.forced_release("error")
                 self._drop_leg(leg)
 
     def _hangup_leg(self, leg: Leg, status: int = 480) -> None:
@@ -1202,6 +1279,7 @@ class CallController:
             return
         with call_context(leg.call.id):
             self.forced_releases += 1
+            self._metrics.forced_release("ending_timeout")
             self._log.warning("call.leg_forced_release", leg_id=leg.id,
                               role=leg.role.name.lower(), leg_state=leg.state.name.lower(),
                               session_state=leg.session.state.name.lower(),
@@ -1250,6 +1328,7 @@ class CallController:
         if call.ring_timer is not None:
             call.ring_timer.cancel()
             call.ring_timer = None
+        self._stop_duration_limit(call)
         self._calls.pop(call.id, None)
         self._hangup_all(call, 500)
         self._metrics.calls_active.dec()

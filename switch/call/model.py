@@ -180,6 +180,8 @@ class Leg:
     early_media: bool = False
     acked_at: float | None = None                  # UAC: first 2xx to its INVITE
     held_by_us: bool = False                       # we put its phone on hold
+    offered_on_request: bool = False               # our offer in a 2xx to its offerless
+                                                   # re-INVITE awaits the ACK's answer
     # The ending guard: once a leg stops being live it must be released by this
     # instant (pushed back by every request sent while ending), whatever its phone
     # does; see CallController._leg_overdue.
@@ -222,6 +224,7 @@ class Call:
     result: CallResult | None = None
     cause: str | None = None
     ring_timer: TimerHandle | None = None
+    duration_timer: TimerHandle | None = None      # ``[calls] max_duration``, from the answer
     task: asyncio.Task[None] | None = None
     recording: bool = False
 

@@ -55,6 +55,7 @@ __all__ = [
     "leg_config",
     "local_answer",
     "local_offer",
+    "offer_in_use",
     "stream_direction",
 ]
 
@@ -163,6 +164,34 @@ def local_answer(offer: SessionDescription, *, address: str, port: int,
     media = tuple(m if i == index or m.is_rejected else replace(m, port=0)
                   for i, m in enumerate(result.sdp.media))
     return replace(result.sdp, media=media), index
+
+
+def offer_in_use(local: SessionDescription, remote: SessionDescription | None,
+                 index: int) -> SessionDescription:
+    """A fresh offer for a leg whose phone asked for one (a re-INVITE without SDP,
+    RFC 3261 §14.2): the SDP we last sent on it, stream ``index`` limited to the
+    formats its phone last agreed to.  We relay without transcoding, so the phone
+    must not pick a codec the other side of the bridge is not using.  (The o=
+    version is the caller's to bump, ``OriginState.stamp``.)"""
+    if remote is None or index >= len(local.media) or index >= len(remote.media) \
+            or local.media[index].is_rejected or remote.media[index].is_rejected:
+        return local
+    ours = local.media[index]
+    agreed = set(remote.media[index].formats)
+    kept = tuple(f for f in ours.formats if f in agreed)
+    if not kept or kept == ours.formats:
+        return local
+    dropped = set(ours.formats) - set(kept)
+
+    def keep(attribute: tuple[str, str | None]) -> bool:
+        name, value = attribute
+        if name.lower() in ("rtpmap", "fmtp") and value is not None:
+            return value.split(" ", 1)[0] not in dropped
+        return True
+
+    stream = replace(ours, formats=kept, attributes=tuple(a for a in ours.attributes if keep(a)))
+    return replace(local, media=tuple(stream if i == index else m
+                                      for i, m in enumerate(local.media)))
 
 
 def leg_config(local: SessionDescription, remote: SessionDescription, index: int) -> LegConfig:

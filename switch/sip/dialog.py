@@ -395,11 +395,41 @@ class Dialog:
 
 
 def next_hop(request: Request) -> str:
-    """Where an in-dialog request goes (§8.1.2): the first Route's URI or the Request-URI."""
+    """Where an in-dialog request goes (§8.1.2): the first Route's URI if it is a
+    loose router (``lr``), else the Request-URI (no Route, or a strict router that
+    §12.2.1.1 moved into the Request-URI)."""
     route = request.headers.get_list("route")
-    if route:
+    if route and _is_loose(route[0]):
         return str(parse_name_addr(route[0]).uri)
     return str(parse_uri(request.uri))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hop:
+    """The address of a next hop taken from its URI (RFC 3263 without DNS: the host
+    as written, the port or 5060/5061, the ``transport`` parameter if any)."""
+
+    host: str
+    port: int
+    transport: str | None
+
+
+def route_hop(request: Request) -> Hop | None:
+    """The next hop of an in-dialog request that carries a route set, or None.
+
+    None when the request has no Route (the route set is empty: the caller sends
+    to the peer's flow) or is outside a dialog (no To tag: an initial INVITE, whose
+    Route is a preloaded Path, and its CANCEL go where the INVITE went, §9.1).
+    """
+    if "route" not in request.headers or not tag_of(request.headers.get("to") or ""):
+        return None
+    uri = parse_uri(next_hop(request))
+    if not isinstance(uri, SipUri):
+        return None
+    transport = uri.param("transport")
+    port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+    return Hop(host=uri.host_unbracketed, port=port,
+               transport=transport.lower() if transport else None)
 
 
 def build_cancel(invite: Request) -> Request:

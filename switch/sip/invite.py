@@ -49,7 +49,10 @@ Decisions on the open questions
   183 is early media, the *preview* of the answer, which the 2xx must repeat
   (§13.3.1.1); a 2xx without SDP after one is taken to confirm it.  UPDATE
   offers in an early dialog are therefore refused (the initial exchange is
-  never complete before the 2xx, RFC 3311 §5.1).
+  never complete before the 2xx, RFC 3311 §5.1).  We do not advertise 100rel;
+  an INVITE or UPDATE with ``Require: 100rel`` (or any option tag but
+  ``timer``) gets 420 with ``Unsupported`` (§8.2.2.3, ``check_required``);
+  ``Supported: 100rel`` from a caller is simply not used.
 * BYE received while the peer's re-INVITE/UPDATE is unanswered: 487 to it,
   then 200 to the BYE (§15.1.2 recommends 487; RFC 5407 §3.1 flows).  BYE of
   ours while the peer's request is unanswered: 487 first, then the BYE.  A
@@ -104,6 +107,28 @@ SDP = "application/sdp"
 # Sessions share one generator unless a test injects its own: ``random.Random()``
 # seeds itself from os.urandom, a syscall per session (~3 % of a calls load).
 _RNG = random.Random()
+
+
+class BadExtension(SipError):
+    """A ``Require`` names an option tag we do not support (RFC 3261 §8.2.2.3)."""
+
+    status = 420
+    reason = "Bad Extension"
+
+
+def check_required(request: Request, config: InviteConfig) -> None:
+    """Raise ``BadExtension`` (420 with ``Unsupported``) for an INVITE or UPDATE that
+    requires an extension this usage lacks.  Supported: ``timer`` (RFC 4028) when
+    session timers are on.  Not ``100rel``: RFC 3262 (reliable provisionals,
+    PRACK) is not implemented, so a caller that requires it is refused and may
+    retry without (RFC 3262 §4); ``Supported: 100rel`` alone is fine, we just never
+    send a reliable provisional."""
+    supported = ("timer",) if config.session_timer.enabled else ()
+    unsupported = [tag for tag in request.headers.get_list("require")
+                   if tag.lower() not in supported]
+    if unsupported:
+        raise BadExtension(f"unsupported Require: {', '.join(unsupported)}",
+                           headers=(("Unsupported", ", ".join(unsupported)),))
 
 
 class RequestPending(SipError):
@@ -546,8 +571,9 @@ class InviteSession:
     def uas(cls, invite: Request, *, local_tag: str, local_contact: str, txn: object = None,
             config: InviteConfig | None = None, rng: random.Random | None = None,
             secure_transport: bool = False) -> InviteSession:
-        session = cls(Role.UAS, invite, config or InviteConfig(), rng or _RNG,
-                      txn=txn)
+        cfg = config or InviteConfig()
+        check_required(invite, cfg)         # §8.2.2.3: before any dialog state (420)
+        session = cls(Role.UAS, invite, cfg, rng or _RNG, txn=txn)
         session.dialog = Dialog.as_uas(invite, local_tag=local_tag, local_contact=local_contact,
                                        secure_transport=secure_transport)
         return session
@@ -738,6 +764,11 @@ class InviteSession:
 
     def _on_modify_received(self, request: Request, txn: object, now: float) -> list[Output]:
         method = request.method
+        try:
+            check_required(request, self.config)
+        except BadExtension as exc:
+            return [SendResponse(response=self._response(request, exc.status,
+                                                         extra=exc.headers), txn=txn)]
         body = _sdp_of(request)
         if self.state is not State.CONFIRMED:
             return self._refuse_early_modify(request, txn, body)

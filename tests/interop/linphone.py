@@ -166,6 +166,23 @@ enable_basic_to_client_group_chat_room_migration=0
             f"--- linphonec log ---\n{tail(log, 40)}"
         )
 
+    def wait_output(self, pattern: str, timeout: float = 20.0, start: int = 0) -> str:
+        """The first stdout line from index ``start`` matching ``pattern`` (a regex).
+
+        Call progress as linphonec prints it: ``Receiving new incoming call from
+        <uri>, assigned id N``, ``Call N to <uri> ringing.``, ``Call N with <uri>
+        connected.``, ``Call N with <uri> ended (<reason>).``"""
+        found = self.out.wait_for(lambda line: re.search(pattern, line) is not None,
+                                  timeout, start)
+        if found is None:
+            raise AssertionError(f"linphonec {self.extension}: no line matching {pattern!r} "
+                                 f"in {timeout}s\n" + self.diagnostics())
+        return found[1]
+
+    def mark(self) -> int:
+        """Where the output stands now, for ``wait_output(start=...)``."""
+        return len(self.out.lines)
+
     # call control (issue 3 builds on these): linphonec CLI commands
     def dial(self, target: str) -> None:
         host, port = self.registrar

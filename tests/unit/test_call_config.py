@@ -20,15 +20,17 @@ def test_shipped_config_has_the_calls_table() -> None:
     assert calls.ring_timeout == 60 and calls.max_calls == 1000
     assert calls.media_timeout == 60 and calls.session_timer is True
     assert (calls.session_expires, calls.min_se, calls.shutdown_grace) == (1800, 90, 2)
+    assert calls.max_duration == 0                    # unlimited
 
 
 def test_values_are_read() -> None:
     calls = parse_config({"calls": {"ring_timeout": 20, "max_calls": 5, "media_timeout": 30,
                                     "session_timer": False, "session_expires": 600,
-                                    "min_se": 120, "shutdown_grace": 1}}).calls
+                                    "min_se": 120, "shutdown_grace": 1,
+                                    "max_duration": 7200}}).calls
     assert calls == CallsConfig(ring_timeout=20, max_calls=5, media_timeout=30,
                                 session_timer=False, session_expires=600, min_se=120,
-                                shutdown_grace=1)
+                                shutdown_grace=1, max_duration=7200)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -39,6 +41,8 @@ def test_values_are_read() -> None:
                                               "calls.min_se (200), got 100"),
     ({"session_timer": "yes"}, "calls.session_timer: must be true or false"),
     ({"shutdown_grace": 9}, "calls.shutdown_grace: must be an integer 0-8"),
+    ({"max_duration": -1}, "calls.max_duration: must be an integer 0-604800 (0 = unlimited)"),
+    ({"max_duration": 1.5}, "calls.max_duration: must be an integer"),
     ({"ring_timout": 5}, 'calls.ring_timout: unknown key (did you mean "ring_timeout"?)'),
 ])
 def test_problems_name_the_key(raw: dict[str, object], expected: str) -> None:
@@ -48,5 +52,6 @@ def test_problems_name_the_key(raw: dict[str, object], expected: str) -> None:
 
 
 def test_overrides_keep_the_calls_table() -> None:
-    config = parse_config({"calls": {"ring_timeout": 15}})
-    assert apply_overrides(config, sip_port=5999).calls.ring_timeout == 15
+    config = parse_config({"calls": {"ring_timeout": 15, "max_duration": 60}})
+    calls = apply_overrides(config, sip_port=5999).calls
+    assert (calls.ring_timeout, calls.max_duration) == (15, 60)

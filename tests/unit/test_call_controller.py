@@ -227,11 +227,11 @@ def binding(aor: str, contact: str, host: str, port: int) -> Binding:
 
 class World:
     def __init__(self, *, ring_timeout: int = 30, max_calls: int = 100,
-                 session_timer: bool = False) -> None:
+                 session_timer: bool = False, max_duration: int = 0) -> None:
         self.config = Config(
             sip=SipConfig(realm=REALM), media=MediaConfig(host=MEDIA_HOST),
             calls=CallsConfig(ring_timeout=ring_timeout, max_calls=max_calls,
-                              session_timer=session_timer),
+                              session_timer=session_timer, max_duration=max_duration),
             users=USERS)
         self.clock = Clock()
         self.sip = FakeSip()
