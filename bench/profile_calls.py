@@ -93,7 +93,8 @@ def main() -> int:
                 events[json.loads(line).get("event", "?")] += 1
             except ValueError:
                 events["(not json)"] += 1
-        print("engine log lines by event:", ", ".join(f"{k} {v}" for k, v in events.most_common(12)))
+        top = ", ".join(f"{k} {v}" for k, v in events.most_common(12))
+        print("engine log lines by event:", top)
         shutil.rmtree(work, ignore_errors=True)
     if spy is not None:
         print(f"profile: {args.out}")

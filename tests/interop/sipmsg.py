@@ -187,7 +187,7 @@ class SipClient:
             if self.transport == "UDP":
                 try:
                     data, _ = self.sock.recvfrom(65535)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     return None
                 if data.startswith(b"SIP/2.0 "):
                     return parse_response(data)
@@ -197,7 +197,7 @@ class SipClient:
                 return msg
             try:
                 chunk = self.sock.recv(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return None
             if not chunk:
                 raise ConnectionError("server closed the TCP connection")

@@ -150,7 +150,8 @@ class Stub:
     def _challenge(self) -> str:
         nonce = secrets.token_hex(16)
         self.nonces.add(nonce)
-        return f'WWW-Authenticate: Digest realm="{self.realm}", nonce="{nonce}", qop="auth", algorithm=MD5'
+        return (f'WWW-Authenticate: Digest realm="{self.realm}", nonce="{nonce}", '
+                'qop="auth", algorithm=MD5')
 
     def _ok(self, p: dict[str, str], password: str) -> bool:
         if p.get("nonce") not in self.nonces or p.get("realm") != self.realm:
@@ -182,9 +183,11 @@ class Stub:
         ])  # fmt: skip
 
     async def metrics(self, request: web.Request) -> web.Response:
-        out = ["# HELP switch_registrations Live registrations.", "# TYPE switch_registrations gauge",
+        out = ["# HELP switch_registrations Live registrations.",
+               "# TYPE switch_registrations gauge",
                f"switch_registrations {len(self.live())}",
-               "# HELP switch_sip_messages_total SIP messages.", "# TYPE switch_sip_messages_total counter"]  # fmt: skip
+               "# HELP switch_sip_messages_total SIP messages.",
+               "# TYPE switch_sip_messages_total counter"]
         for (d, m, s), n in sorted(self.counts.items()):
             out.append(
                 f'switch_sip_messages_total{{direction="{d}",method="{m}",status="{s}"}} {n}'

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import queue
-import time
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
