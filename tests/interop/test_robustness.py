@@ -8,10 +8,11 @@ OPTIONS on both transports, exit 0 on SIGTERM, and its output must have no
 traceback, no ``"level": "critical"`` and no "unhandled" line.
 
 Torture messages (tests/vectors/rfc4475, else shared/testdata/rfc4475) are
-sent with the addresses in their header section rewritten to 127.0.0.1 (Via sent-by, ``received=``, ``maddr=``): the
-engine answers to Via, and this test must never make it send to the
-example addresses the RFC uses (some are public or broadcast).  Bodies
-are left untouched so that Content-Length stays what the RFC wrote.
+sent with the addresses in their header section rewritten to 127.0.0.1 (Via
+sent-by, ``received=``, ``maddr=``): the engine answers to Via, and this
+test must never make it send to the example addresses the RFC uses (some are
+public or broadcast). Bodies are left untouched so that Content-Length stays
+what the RFC wrote.
 """
 
 from __future__ import annotations
