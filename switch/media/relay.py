@@ -222,7 +222,9 @@ class _RtpReceiver(asyncio.DatagramProtocol):
 
         out = self.out
         gate = self.gate
-        if gate is not None and out is not None and pt == self.te_pt and end - start >= 4:
+        if gate is not None and pt == self.te_pt and end - start >= 4:
+            # checked even when nothing is relayed now (the peer is playing or gone): a
+            # digit the peer did not get is regenerated if the matcher releases it
             held = gate[data[start]]
             if ts == self.held_ts or held == 1 or (held and self.holding):
                 self._hold_event(ts, ssrc, out)
@@ -268,13 +270,13 @@ class _RtpReceiver(asyncio.DatagramProtocol):
                 if chunks is not None:
                     chunks.append(data[start:end])
 
-    def _hold_event(self, ts: int, ssrc: int, out: _Sender) -> None:
+    def _hold_event(self, ts: int, ssrc: int, out: _Sender | None) -> None:
         """Do not relay this telephone-event packet (the digit gate, module docstring)."""
         if ts != self.held_ts:
             self.held_ts = ts
             self.held_events.append(ts)
             self.holding = True
-        if ssrc == out.src_ssrc:
+        if out is not None and ssrc == out.src_ssrc:
             out.seq_off = (out.seq_off - 1) & 0xFFFF     # no gap in the peer's numbering
 
     def _other_source(self, addr: tuple[str, int]) -> bool:
