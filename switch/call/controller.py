@@ -274,6 +274,16 @@ class CallController:
                           extension=leg.user.extension if leg.user is not None else leg.party,
                           feature=name, number=number, digits=digits)
 
+    def send_in_dialog(self, leg: Leg, method: str, body: bytes, content_type: str) -> bool:
+        """Send ``method`` (INFO: relayed DTMF) in ``leg``'s confirmed dialog; its response
+        is not looked at.  False when the leg has no confirmed dialog to send it in."""
+        dialog = leg.session.dialog
+        if not leg.live or dialog is None or leg.session.state is not State.CONFIRMED:
+            return False
+        self._send_request(leg, dialog.create_request(method, body=body,
+                                                      content_type=content_type))
+        return True
+
     def call(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
 

@@ -171,6 +171,15 @@ class FeatureMatcher:
         """Digits held back, waiting to see whether they form a code."""
         return self._held
 
+    @property
+    def first_digits(self) -> str:
+        """Digits a code may begin with (all of 0-9 for a code opening with
+        ``{number}``): a digit outside them, with nothing held, is released at once."""
+        first: set[str] = set()
+        for c in self._codes:
+            first.update(c.prefix[:1] if c.prefix else "0123456789")
+        return "".join(d for d in DIGITS if d in first)
+
     def get_timer(self) -> float | None:
         return self._last + self.inter_digit_timeout if self._held else None
 

@@ -7,9 +7,12 @@ tick
 1. decodes the G.711 payloads every tapped leg buffered since the previous
    tick — one table lookup per codec over all legs at once — and hands them
    (and the RFC 4733 packets) to the taps;
-2. packetises the next 20 ms of every playing leg (frames of all legs encoded
-   together), with the leg's output SSRC and continuous sequence numbers and
-   timestamps (RFC 3550 §5.1), marker on the first packet (RFC 3551 §4.1);
+2. sends the due packets of digits queued by ``send_digits`` (RFC 4733
+   events interleaved with the relayed stream, or in-band tones through the
+   player), then packetises the next 20 ms of every playing leg (frames of
+   all legs encoded together), with the leg's output SSRC and continuous
+   sequence numbers and timestamps (RFC 3550 §5.1), marker on the first
+   packet (RFC 3551 §4.1);
 3. now and then, reports legs that expect media but received none for
    ``inactivity_timeout`` (``MediaTimedOut``);
 4. adds the packets counted since the previous tick to
@@ -23,13 +26,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from switch.dtmf.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from switch.dtmf.rfc4733 import TelephoneEventPacket, telephone_event_packets
+from switch.dtmf.tones import DIGITS, event_code
 from switch.logs import get_logger
+from switch.media.digits import DIGIT_OFF, DIGIT_ON, dtmf_tones
 from switch.media.errors import MediaError, MediaUnavailable
 from switch.media.events import MediaEvent, MediaTimedOut, PlaybackFinished, RemoteLatched
 from switch.media.model import DIRECTIONS, AudioSource, AudioTap, LegConfig, Pcm
@@ -53,6 +60,9 @@ _STOP_WAIT: Final = 2.0
 """How long ``stop`` waits for the loop to close the sockets (shutdown must stay bounded)."""
 _MAX_PLAYBACK_LAG: Final = 0.1
 """A player more than this behind (the loop stalled) restarts its clock instead of bursting."""
+_SILENCE: Final = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+"""One byte of G.711 silence (RFC 3551 §4.5.14: µ-law 0xFF, A-law 0xD5)."""
+DIGIT_METHODS: Final = frozenset({"rfc4733", "inband"})
 
 
 class MediaStats:
@@ -139,21 +149,41 @@ class MediaStats:
 
 
 class _Playback:
-    __slots__ = ("alaw", "next_time", "pt", "reader")
+    __slots__ = ("alaw", "digits", "next_time", "pt", "reader")
 
-    def __init__(self, reader: FrameReader, pt: int, alaw: bool, start: float) -> None:
+    def __init__(self, reader: FrameReader, pt: int, alaw: bool, start: float,
+                 digits: bool = False) -> None:
         self.reader = reader
         self.pt = pt
         self.alaw = alaw
         self.next_time = start
+        self.digits = digits
+        """The engine's own tones of ``send_digits`` (no ``PlaybackFinished``)."""
+
+
+class _DigitQueue:
+    """Digits ``send_digits`` queued towards one leg, sent on the tick, one at a time."""
+
+    __slots__ = ("event", "next_at", "pending", "pt", "sent", "start", "ts")
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[str, str]] = deque()    # (digit, method)
+        self.event: list[TelephoneEventPacket] | None = None
+        """The RFC 4733 event being sent, and how many of its packets went."""
+        self.sent = 0
+        self.start = 0.0
+        self.ts = 0
+        self.pt = 0
+        self.next_at = 0.0
+        """Loop time before which the next digit may not start."""
 
 
 class MediaLeg:
     """One leg's RTP/RTCP port pair.  Created by ``MediaEngine.open_leg`` only."""
 
-    __slots__ = ("_closed", "_expect_since", "_expecting", "_open_sockets", "_peer", "_player",
-                 "_rtcp", "_rx", "_sender", "_silence_reported", "_taps", "config", "id",
-                 "local_host", "local_port", "rtcp_port", "stats")
+    __slots__ = ("_closed", "_digits", "_expect_since", "_expecting", "_open_sockets", "_peer",
+                 "_player", "_rtcp", "_rx", "_sender", "_silence_reported", "_taps", "config",
+                 "id", "local_host", "local_port", "rtcp_port", "stats")
 
     def __init__(self, leg_id: str, host: str, port: int, rx: _RtpReceiver, sender: _Sender,
                  rtcp: _RtcpReceiver) -> None:
@@ -170,6 +200,7 @@ class MediaLeg:
         self._peer: MediaLeg | None = None
         self._taps: list[AudioTap] = []
         self._player: _Playback | None = None
+        self._digits: _DigitQueue | None = None
         self._open_sockets = 2
         self._closed = False
         self._expecting = False
@@ -241,6 +272,8 @@ class MediaEngine:
         self._legs: dict[str, MediaLeg] = {}
         self._tapped: dict[str, MediaLeg] = {}
         self._playing: dict[str, MediaLeg] = {}
+        self._sending: dict[str, MediaLeg] = {}
+        """Legs with digits queued by ``send_digits``."""
         # taps by id(): on how many legs, and the optional on_tick_end hooks
         self._tap_uses: dict[int, int] = {}
         self._tick_ends: dict[int, Callable[[float], object]] = {}
@@ -370,6 +403,8 @@ class MediaEngine:
         leg._expecting = False
         leg._player = None
         self._playing.pop(leg.id, None)
+        leg._digits = None
+        self._sending.pop(leg.id, None)
         for tap in leg._taps:
             self._forget_tap(tap)
         leg._taps.clear()
@@ -403,6 +438,8 @@ class MediaEngine:
                      if pt != config.telephone_event_pt
                      and c.name.lower() != "telephone-event"), 8000)
         rx.rate = sender.rate = rate
+        rx.silence = {pt: _SILENCE[c.name.upper()] for pt, c in config.payload_types.items()
+                      if c.name.upper() in _SILENCE}
         usable = _usable(config.remote)
         if old is None or old.remote != config.remote:
             # a new SDP address: latch afresh (RFC 4961 §3)
@@ -550,6 +587,69 @@ class MediaEngine:
         self._playing.pop(leg.id, None)
         self._refresh(leg)
 
+    # --- the digit gate (feature codes; docs/MEDIA-API.md "Digit gate") ---
+
+    def set_digit_gate(self, leg: MediaLeg, first_digits: str | None) -> None:
+        """Hold back the leg's RFC 4733 digits that may begin a feature code.
+
+        ``first_digits``: the keypad digits a code may start with; a telephone-event
+        of one of them is not relayed to the peer, nor is any keypad digit while
+        the leg is ``holding`` (``set_digit_hold``).  None removes the gate: every
+        packet is relayed as it comes (no per-packet work at all)."""
+        rx = leg._rx
+        if first_digits is None:
+            rx.gate = None
+            rx.holding = False
+            return
+        table = bytearray(256)
+        for code in range(len(DIGITS)):
+            table[code] = 2
+        for digit in first_digits:
+            table[event_code(digit)] = 1
+        rx.gate = bytes(table)
+
+    def set_digit_hold(self, leg: MediaLeg, *, hold: bool, mute: bool = False) -> None:
+        """``hold``: a feature code may be in progress on the leg, its keypad events are
+        not relayed (needs a gate).  ``mute``: its audio reaches the peer as silence
+        of the same codec (in-band digits of a code), numbering untouched."""
+        rx = leg._rx
+        rx.holding = hold and rx.gate is not None
+        rx.muted = mute
+
+    def held_telephone_event(self, leg: MediaLeg, timestamp: int) -> bool:
+        """Whether the gate held (did not relay) the leg's telephone-event of this RTP
+        timestamp (one of the last few dozen events held)."""
+        return timestamp in leg._rx.held_events
+
+    def send_digits(self, leg: MediaLeg, digits: str, method: str | None = None) -> str:
+        """Queue ``digits`` towards the leg's phone; sent on the tick, one after the other.
+
+        ``method`` "rfc4733": telephone-events on the leg's negotiated PT, interleaved
+        with what is relayed to it (its SSRC, sequence numbers continuing); "inband":
+        G.711 tones through the player (the relay to the leg pauses meanwhile); None:
+        RFC 4733 if the leg negotiated telephone-event, else in-band.  Returns the
+        method used, or "" when the leg can take neither (nothing queued)."""
+        for digit in digits:
+            event_code(digit)                       # ValueError for a non-digit
+        config = leg.config
+        if leg._closed or config is None or not digits:
+            return ""
+        if method is None:
+            method = "rfc4733" if config.telephone_event_pt is not None else "inband"
+        if method not in DIGIT_METHODS:
+            raise ValueError(f"bad digit method {method!r}")
+        if method == "rfc4733" and config.telephone_event_pt is None:
+            return ""
+        if method == "inband" and not any(c.name.upper() in _G711
+                                          for c in config.payload_types.values()):
+            return ""
+        queue = leg._digits
+        if queue is None:
+            queue = leg._digits = _DigitQueue()
+        queue.pending.extend((digit.upper(), method) for digit in digits)
+        self._sending[leg.id] = leg
+        return method
+
     # --- the tick ---
 
     def _on_timer(self) -> None:
@@ -569,6 +669,8 @@ class MediaEngine:
         """One tick's work at loop time ``now`` (the timer calls it; tests may too)."""
         if self._tapped:
             self._run_taps(now)
+        if self._sending:
+            self._run_digits(now)
         if self._playing:
             self._run_players(now)
         if now >= self._next_inactivity_check:
@@ -648,6 +750,78 @@ class MediaEngine:
                 except Exception:
                     _log.exception("media.tap_failed", leg_id=leg.id)
 
+    def _run_digits(self, now: float) -> None:
+        horizon = now + self.tick_interval / 2
+        for leg in list(self._sending.values()):
+            queue = leg._digits
+            assert queue is not None
+            while True:
+                event = queue.event
+                if event is not None:
+                    while queue.sent < len(event) and \
+                            queue.start + event[queue.sent].offset <= horizon:
+                        self._send_event_packet(leg, queue, event[queue.sent])
+                        queue.sent += 1
+                    if queue.sent < len(event):
+                        break
+                    queue.event = None
+                player = leg._player
+                if player is not None and player.digits:
+                    break                                   # our tones are playing
+                if not queue.pending:
+                    leg._digits = None
+                    del self._sending[leg.id]
+                    break
+                if now < queue.next_at:
+                    break
+                digit, method = queue.pending.popleft()
+                if method == "rfc4733":
+                    self._start_event(leg, queue, digit, now)
+                elif player is None:
+                    tones = digit
+                    while queue.pending and queue.pending[0][1] == "inband":
+                        tones += queue.pending.popleft()[0]
+                    self._start_tones(leg, tones, now)
+                # else: call control plays to the leg (it hears that): the digit is dropped
+
+    def _start_event(self, leg: MediaLeg, queue: _DigitQueue, digit: str, now: float) -> None:
+        config = leg.config
+        if config is None or config.telephone_event_pt is None:
+            return                          # renegotiated meanwhile: dropped
+        queue.event = telephone_event_packets(digit, DIGIT_ON, interval=FRAME_SAMPLES / 8000)
+        queue.sent = 0
+        queue.start = now
+        queue.pt = config.telephone_event_pt
+        queue.ts = leg._sender.position(time.monotonic())
+        queue.next_at = now + DIGIT_ON + DIGIT_OFF
+
+    @staticmethod
+    def _send_event_packet(leg: MediaLeg, queue: _DigitQueue,
+                           packet: TelephoneEventPacket) -> None:
+        sender = leg._sender
+        config = leg.config
+        if (sender.addr is None or sender.transport is None or config is None
+                or config.direction not in _SENDING):
+            return
+        seq = sender.next_injected()
+        data = HEADER.pack(0x80, queue.pt | (0x80 if packet.marker else 0), seq, queue.ts,
+                           sender.ssrc) + packet.payload
+        sender.transport.sendto(data, sender.addr)
+        sender.packets += 1
+        sender.octets += len(data)
+
+    def _start_tones(self, leg: MediaLeg, digits: str, now: float) -> None:
+        config = leg.config
+        codec = None if config is None else next(
+            ((pt, c.name.upper()) for pt, c in config.payload_types.items()
+             if c.name.upper() in _G711), None)
+        if codec is None:
+            return
+        leg._player = _Playback(FrameReader(dtmf_tones(digits), FRAME_SAMPLES), codec[0],
+                                codec[1] == "PCMA", now, digits=True)
+        self._playing[leg.id] = leg
+        self._refresh(leg)
+
     def _run_players(self, now: float) -> None:
         due: list[tuple[MediaLeg, _Playback, float, Pcm]] = []
         finished: list[MediaLeg] = []
@@ -686,10 +860,12 @@ class MediaEngine:
                 sender.packets += 1
                 sender.octets += len(packet)
         for leg in finished:
+            digits = leg._player is not None and leg._player.digits
             leg._player = None
             self._playing.pop(leg.id, None)
             self._refresh(leg)
-            self._emit(PlaybackFinished(leg_id=leg.id))
+            if not digits:
+                self._emit(PlaybackFinished(leg_id=leg.id))
 
     def check_inactivity(self, now: float) -> None:
         """Report legs expecting media (direction sendrecv, an SDP address) that received

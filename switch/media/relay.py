@@ -16,7 +16,25 @@ first packet (RFC 3551 §4.1: the receiver resynchronises its playout point).
 
 Nothing else happens per packet: no logging, no metrics calls (the engine
 sums the ints on its tick), no decoding (payloads of tapped legs are appended
-to per-codec lists; the tick decodes them, batched over legs).  RTCP is
+to per-codec lists; the tick decodes them, batched over legs).
+
+DTMF feature codes (docs/MEDIA-API.md "Digit gate").  A leg whose keypad may
+start a feature code has a *gate*: a 256-entry table by RFC 4733 §3.2 event
+code, 1 for a digit that may start a code, 2 for any other keypad digit
+(None, the default: no gate, nothing below happens).  A telephone-event
+packet is not relayed when its event is the one already held (same RTP
+timestamp, §2.5.1.2: every packet of an event carries its start), when its
+code may start a code, or when it is a keypad digit while ``holding`` (the
+feature matcher holds digits; the DTMF wiring sets and clears it on the
+tick, and holding a start digit sets it at once so that the digits after it
+in the same tick are held too).  Held events' timestamps are remembered
+(``held_events``) so that the wiring knows which digits the peer has not
+heard; it regenerates the released ones (engine ``send_digits``).  The
+peer's sequence numbers stay continuous across held packets.  ``muted``
+replaces the payload of every audio packet with silence of its codec (one
+byte per PT in ``silence``; a PT without one is dropped): in-band tones of
+a code in progress do not reach the peer, and sequence numbers and
+timestamps are untouched.  RTCP is
 received and counted on its own socket and not relayed: the reports describe
 sequence numbers and SSRCs this translator rewrites, so relaying them
 unchanged would be wrong (§7.2); the engine sends no RTCP of its own yet.
@@ -27,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -46,6 +65,9 @@ _REMAP: Final = -1
 
 TelephoneEventRecord = tuple[bytes, int, int, bool, float]
 """(payload, SSRC, timestamp, marker, arrival time) of one RFC 4733 packet."""
+
+_HELD_MEMORY: Final = 64
+"""Timestamps of held telephone events remembered for ``MediaEngine.held_telephone_event``."""
 
 _unpack_header = HEADER.unpack_from
 _rewrite_into = REWRITE.pack_into
@@ -104,6 +126,23 @@ class _Sender:
         self.last_seq, self.last_ts, self.last_time = seq, ts, now
         return seq, ts, marker
 
+    def position(self, now: float) -> int:
+        """The stream's RTP timestamp at ``now`` (``time.monotonic()``): the last one sent
+        plus the time since; the start of an RFC 4733 event the engine adds."""
+        if self.last_time is None:
+            self.last_time = now            # a relay starting later continues from here
+            return self.last_ts
+        return (self.last_ts + round((now - self.last_time) * self.rate)) & 0xFFFFFFFF
+
+    def next_injected(self) -> int:
+        """Sequence number of a packet the engine adds to the stream (a regenerated
+        RFC 4733 digit): last + 1; relayed packets after it are shifted by one."""
+        seq = (self.last_seq + 1) & 0xFFFF
+        self.last_seq = seq
+        if self.src_ssrc >= 0:
+            self.seq_off = (self.seq_off + 1) & 0xFFFF
+        return seq
+
     def force_remap(self) -> None:
         self.src_ssrc = _REMAP
 
@@ -111,11 +150,11 @@ class _Sender:
 class _RtpReceiver(asyncio.DatagramProtocol):
     """Leg's RTP socket: validate, latch, account, rewrite and relay, buffer for taps."""
 
-    __slots__ = ("alaw", "candidate", "candidate_count", "candidate_mark", "events", "ignored",
-                 "last_rx", "latched", "malformed", "octets", "on_closed", "on_latch", "out",
-                 "packets",
-                 "rate", "relatch_packets", "sender", "source", "tap_bufs", "te_pt",
-                 "transport", "ulaw")
+    __slots__ = ("alaw", "candidate", "candidate_count", "candidate_mark", "events", "gate",
+                 "held_events", "held_ts", "holding", "ignored", "last_rx", "latched",
+                 "malformed", "muted", "octets", "on_closed", "on_latch", "out", "packets",
+                 "rate", "relatch_packets", "sender", "silence", "source", "tap_bufs",
+                 "te_pt", "transport", "ulaw")
 
     def __init__(self, sender: _Sender, relatch_packets: int,
                  on_latch: Callable[[tuple[str, int]], None],
@@ -142,6 +181,13 @@ class _RtpReceiver(asyncio.DatagramProtocol):
         self.ulaw: list[bytes] = []
         self.alaw: list[bytes] = []
         self.events: list[TelephoneEventRecord] = []
+        # the digit gate (module docstring); None: feature codes off, no per-packet work
+        self.gate: bytes | None = None
+        self.holding = False
+        self.held_ts = -1
+        self.held_events: deque[int] = deque(maxlen=_HELD_MEMORY)
+        self.muted = False
+        self.silence: dict[int, bytes] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not all inherit from asyncio.DatagramTransport
@@ -175,29 +221,45 @@ class _RtpReceiver(asyncio.DatagramProtocol):
         source.received_packet(seq, ts, now * self.rate, pt != self.te_pt)
 
         out = self.out
+        gate = self.gate
+        if gate is not None and pt == self.te_pt and end - start >= 4:
+            # checked even when nothing is relayed now (the peer is playing or gone): a
+            # digit the peer did not get is regenerated if the matcher releases it
+            held = gate[data[start]]
+            if ts == self.held_ts or held == 1 or (held and self.holding):
+                self._hold_event(ts, ssrc, out)
+                out = None
         if out is not None:
             marker = 0
             if ssrc != out.src_ssrc:
                 marker = out.remap(seq, ts, ssrc, now)
             packet = bytearray(data)
-            seq_out = (seq + out.seq_off) & 0xFFFF
-            ts_out = (ts + out.ts_off) & 0xFFFFFFFF
-            _rewrite_into(packet, 2, seq_out, ts_out, out.ssrc)
-            pt_map = out.pt_map
-            if pt_map is not None or marker:
-                pt_out = pt_map[pt] if pt_map is not None else pt
-                if pt_out != 0xFF:
-                    packet[1] = (second & 0x80) | marker | pt_out
+            if self.muted and pt != self.te_pt:
+                fill = self.silence.get(pt)
+                if fill is None:            # no silence known for this codec: not relayed
+                    out.seq_off = (out.seq_off - 1) & 0xFFFF
+                    out = None
+                else:
+                    packet[start:end] = fill * (end - start)
+            if out is not None:
+                seq_out = (seq + out.seq_off) & 0xFFFF
+                ts_out = (ts + out.ts_off) & 0xFFFFFFFF
+                _rewrite_into(packet, 2, seq_out, ts_out, out.ssrc)
+                pt_map = out.pt_map
+                if pt_map is not None or marker:
+                    pt_out = pt_map[pt] if pt_map is not None else pt
+                    if pt_out != 0xFF:
+                        packet[1] = (second & 0x80) | marker | pt_out
+                        out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
+                        out.packets += 1
+                        out.octets += n
+                else:
                     out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
                     out.packets += 1
                     out.octets += n
-            else:
-                out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
-                out.packets += 1
-                out.octets += n
-            out.last_seq = seq_out
-            out.last_ts = ts_out
-            out.last_time = now
+                out.last_seq = seq_out
+                out.last_ts = ts_out
+                out.last_time = now
 
         bufs = self.tap_bufs
         if bufs is not None:
@@ -207,6 +269,15 @@ class _RtpReceiver(asyncio.DatagramProtocol):
                 chunks = bufs.get(pt)
                 if chunks is not None:
                     chunks.append(data[start:end])
+
+    def _hold_event(self, ts: int, ssrc: int, out: _Sender | None) -> None:
+        """Do not relay this telephone-event packet (the digit gate, module docstring)."""
+        if ts != self.held_ts:
+            self.held_ts = ts
+            self.held_events.append(ts)
+            self.holding = True
+        if out is not None and ssrc == out.src_ssrc:
+            out.seq_off = (out.seq_off - 1) & 0xFFFF     # no gap in the peer's numbering
 
     def _other_source(self, addr: tuple[str, int]) -> bool:
         """Symmetric RTP (RFC 4961): latch to the first source; after that, accept a

@@ -219,3 +219,10 @@ def test_too_long_number_is_released() -> None:
     m = FeatureMatcher(max_number=4)
     out = feed(m, "*112345")
     assert released(out) == "*112345"
+
+
+def test_first_digits_are_what_a_code_may_begin_with() -> None:
+    assert FeatureMatcher().first_digits == "*"
+    codes = (FeatureCode(name="park", pattern="#7"), FeatureCode(name="dial", pattern="{number}#"))
+    assert FeatureMatcher(codes).first_digits == "0123456789#"
+    assert FeatureMatcher(()).first_digits == ""

@@ -10,6 +10,10 @@
   detector hears them on the caller's leg.
 
 Each keypress must appear exactly once, in order, with the method it came by.
+
+What the *callee* hears (feature-code digits held back, the others passed on
+once): baresip reports every DTMF it receives, RFC 4733 or INFO, as a
+``CALL_DTMF_START`` event with the digit in ``param``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ import siggen  # noqa: E402
 pytestmark = pytest.mark.interop
 
 CALLER, CALLEE = "1001", "1002"
+INFO_CALLEE, INFO_PASSWORD = "1006", "secret1006"
+# a user whose phone takes DTMF by SIP INFO only (the harness writes no dtmf_mode)
+INFO_USER = f"""[[users]]
+extension = "{INFO_CALLEE}"
+name = "Info phone"
+password = "{INFO_PASSWORD}"
+dtmf_mode = "info"
+"""
 
 
 class EventStream:
@@ -94,7 +106,7 @@ class EventStream:
 
 @pytest.fixture
 def media_engine(engine_factory: Callable[..., Engine]) -> Engine:
-    return engine_factory(rtp_ports=64).start()
+    return engine_factory(rtp_ports=64, extra_config=INFO_USER).start()
 
 
 def _tone(peer_dir: Path, freq: float) -> str:
@@ -194,3 +206,70 @@ def test_baresip_inband_tones_from_a_wav(media_engine: Engine, peer_dir: Path) -
     for event in stream.digits():
         assert event["method"] == "inband" and event["leg_id"] == leg, event
     assert engine.metric_value("switch_dtmf_digits_total", {"method": "inband"}) == len(sent)
+
+
+def _received_dtmf(peer: BaresipPeer, count: int) -> str:
+    """The digits ``peer`` reported receiving, once ``count`` have arrived."""
+    def got() -> list[str]:
+        return [str(e.get("param")) for e in list(peer.events)
+                if e.get("type") == "CALL_DTMF_START"]
+    wait_until(lambda: len(got()) >= count, 15, f"{count} CALL_DTMF_START at the callee",
+               detail=lambda: f"got {got()}\n{peer.diagnostics()}")
+    time.sleep(0.5)          # a duplicate or a leaked code digit would arrive within this
+    return "".join(got())
+
+
+def test_feature_code_digits_do_not_reach_the_callee(media_engine: Engine,
+                                                     peer_dir: Path) -> None:
+    """RFC 4733 from A: "5" passes as it comes, "*4" (warm_transfer_cancel) is
+    consumed, "*7" is no code: held, then regenerated towards B."""
+    engine = media_engine
+    sent = "5*4*7"
+    a = _baresip(engine, peer_dir, CALLER, _tone(peer_dir, 440))
+    b = _baresip(engine, peer_dir, CALLEE, _tone(peer_dir, 880))
+    with a, b, EventStream(engine) as stream:
+        _call(engine, a, b)
+        for digit in sent:
+            a.send_dtmf(digit)
+            time.sleep(0.25)
+        got = stream.wait_digits(len(sent))
+        heard = _received_dtmf(b, 3)
+        _hang_up(a, b)
+    wait_no_active_calls(engine)
+    assert got == sent, stream.digits()
+    (feature,) = [e for e in stream.events if e["type"] == "feature.invoked"]
+    assert feature["feature"] == "warm_transfer_cancel" and feature["digits"] == "*4"
+    assert heard == "5*7", b.diagnostics()
+
+
+@pytest.mark.parametrize(("callee", "heard"), [
+    # auto, telephone-event negotiated: INFO digits regenerated as RFC 4733
+    (CALLEE, "7*0#"),
+    # dtmf_mode "info": relayed as INFO with the body type they came in; baresip
+    # 1.0.0 takes application/dtmf-relay only (488 to the application/dtmf "0")
+    (INFO_CALLEE, "7*#"),
+])
+def test_sipp_info_digits_reach_the_callee(media_engine: Engine, peer_dir: Path,
+                                           callee: str, heard: str) -> None:
+    """INFO 7, *, (bad), 0, #: "*" is held (it may begin a code) until "0" shows
+    it is none; every digit reaches the callee once, in order."""
+    engine = media_engine
+    password = INFO_PASSWORD if callee == INFO_CALLEE else engine.user(callee).password
+    b = BaresipPeer(peer_dir / f"baresip-{callee}", extension=callee, password=password,
+                    registrar=engine.sip_addr, audio_source=_tone(peer_dir, 880),
+                    answermode="auto")
+    csv = write_callers_csv(peer_dir / "caller.csv", [(CALLER, engine.user(CALLER).password)])
+    with b, EventStream(engine) as stream:
+        b.wait_registered()
+        engine.wait_registered(callee)
+        # the call stays up 2 s after the last INFO: room for the regenerated digits
+        result = run_sipp(peer_dir, "uac_call_info", engine.sip_addr, users_csv=csv,
+                          service=callee, auth_uri=f"{callee}@{LOOPBACK}:{engine.sip_port}",
+                          tag="caller", calls=1, duration_ms=2000)
+        assert result.returncode == 0, result.describe() + engine.diagnostics()
+        got = stream.wait_digits(4)
+        received = "".join(str(e.get("param")) for e in list(b.events)
+                           if e.get("type") == "CALL_DTMF_START")
+    wait_no_active_calls(engine)
+    assert got == "7*0#", stream.digits()
+    assert received == heard, b.diagnostics()

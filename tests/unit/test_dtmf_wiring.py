@@ -24,6 +24,7 @@ from switch.call.dtmf import DtmfWiring
 from switch.call.media import Codec, LegConfig
 from switch.config import FeaturesConfig, User
 from switch.dtmf import telephone_event_packets
+from switch.dtmf.tones import DIGITS
 from switch.events import EVENT_TYPES, FEATURE_INVOKED
 from switch.logs import get_logger
 from switch.metrics import Metrics
@@ -43,6 +44,51 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.taps: dict[str, list[Any]] = {}
+        self.peers: dict[str, Any] = {}
+        self.gates: dict[str, str | None] = {}
+        self.holds: dict[str, list[tuple[bool, bool]]] = {}
+        """(hold, mute) pushed by the wiring, per leg, in order."""
+        self.holding: dict[str, bool] = {}
+        self.held: dict[str, set[int]] = {}
+        """Event timestamps the gate held, per leg (the relay's rule, ``_gate``)."""
+        self.relayed: dict[str, list[int]] = {}
+        """Event timestamps relayed as they came, per leg."""
+        self.sent: list[tuple[str, str, str | None]] = []
+
+    def bridge(self, a: Any, b: Any) -> None:
+        self.peers[a.id], self.peers[b.id] = b, a
+
+    def peer(self, leg: Any) -> Any:
+        return self.peers.get(leg.id)
+
+    def set_digit_gate(self, leg: Any, first_digits: str | None) -> None:
+        self.gates[leg.id] = first_digits
+
+    def set_digit_hold(self, leg: Any, *, hold: bool, mute: bool = False) -> None:
+        self.holds.setdefault(leg.id, []).append((hold, mute))
+        self.holding[leg.id] = hold and self.gates.get(leg.id) is not None
+
+    def _gate(self, leg_id: str, payload: bytes, timestamp: int) -> None:
+        """switch.media.relay's digit gate for one telephone-event packet."""
+        first = self.gates.get(leg_id)
+        held = self.held.setdefault(leg_id, set())
+        relayed = self.relayed.setdefault(leg_id, [])
+        if first is not None and leg_id in self.peers and len(payload) >= 4:
+            keypad = payload[0] < 16
+            start = keypad and DIGITS[payload[0]] in first
+            if timestamp in held or start or (keypad and self.holding.get(leg_id)):
+                held.add(timestamp)
+                self.holding[leg_id] = True
+                return
+        if timestamp not in relayed:
+            relayed.append(timestamp)
+
+    def held_telephone_event(self, leg: Any, timestamp: int) -> bool:
+        return timestamp in self.held.get(leg.id, set())
+
+    def send_digits(self, leg: Any, digits: str, method: str | None = None) -> str:
+        self.sent.append((leg.id, digits, method))
+        return method or "rfc4733"
 
     def add_tap(self, leg: Any, tap: Any) -> None:
         taps = self.taps.setdefault(leg.id, [])
@@ -61,6 +107,8 @@ class FakeEngine:
              ) -> None:
         called: dict[int, Any] = {}
         for leg_id, taps in list(self.taps.items()):
+            for event in (events or {}).get(leg_id, ()):
+                self._gate(leg_id, event[0], event[2])
             for tap in taps:
                 called[id(tap)] = tap
                 for event in (events or {}).get(leg_id, ()):
@@ -407,3 +455,119 @@ def test_info_ignored_for_a_user_in_rfc4733_mode() -> None:
     wiring._legs[call.caller.id].mode = "rfc4733"
     assert info(world, phone, "application/dtmf", b"1") == 200
     assert [t for t, _ in world.bus.events if t == "dtmf.digit"] == []
+
+
+# --- feature-code digits are not passed on; released ones are regenerated -----------------
+
+CODES = FeaturesConfig(codes=(("blind_transfer", "*1{number}#"), ("warm_transfer_cancel", "*4")),
+                       inter_digit_timeout=2)
+
+
+def bridged_rig(features: FeaturesConfig = CODES, *, mode_a: str = "auto",
+                mode_b: str = "auto", config_b: LegConfig = TE_CONFIG) -> Rig:
+    rig = Rig(features)
+    a, b = make_leg("a", mode=mode_a), make_leg("b", "1002", mode=mode_b)
+    rig.wiring.leg_media_configured(a, TE_CONFIG)
+    rig.wiring.leg_media_configured(b, config_b)
+    rig.engine.bridge(a.media, b.media)
+    return rig
+
+
+def test_rfc4733_code_digits_held_and_released_digits_regenerated() -> None:
+    rig = bridged_rig()
+    assert rig.engine.gates == {"a": "*", "b": "*"}       # what a code may begin with
+    packets = te_events("5*1200#", rig.now + 0.01)
+    feed_events(rig, "a", packets)
+    assert rig.features == [("a", "blind_transfer", "200", "*1200#")]
+    assert rig.engine.relayed["a"] == [8000]               # only "5" went through as it came
+    assert rig.engine.sent == []                           # the code's digits reach no one
+    assert rig.engine.holds["a"][-1] == (False, False)
+    assert (True, False) in rig.engine.holds["a"]          # held while the code was typed
+    # "*7" is no code: both were held, both are regenerated, once, in order
+    feed_events(rig, "a", te_events("*7", rig.now + 0.01, ssrc=0x99))
+    assert rig.engine.sent == [("b", "*", "rfc4733"), ("b", "7", "rfc4733")]
+    assert rig.engine.holds["a"][-1] == (False, False)
+    assert rig.bus.digits("a") == "5*1200#*7"              # every keypress still reported
+
+
+def test_held_digits_released_by_the_inter_digit_timeout_on_the_tick() -> None:
+    rig = bridged_rig()
+    feed_events(rig, "a", te_events("*1", rig.now + 0.01))
+    assert rig.engine.sent == [] and rig.wiring._legs["a"].matcher.held == "*1"
+    for _ in range(int(2.5 / TICK)):
+        rig.now += TICK
+        rig.engine.tick(rig.now)
+    assert rig.engine.sent == [("b", "*", "rfc4733"), ("b", "1", "rfc4733")]
+    assert rig.engine.holds["a"][-1] == (False, False)
+
+
+def test_released_digits_follow_the_receiving_legs_mode() -> None:
+    no_te = LegConfig(remote=("10.0.0.2", 4000), payload_types={0: Codec(name="PCMU")})
+    rig = bridged_rig(mode_b="inband")
+    feed_events(rig, "a", te_events("*9", rig.now + 0.01))
+    assert rig.engine.sent == [("b", "*", "inband"), ("b", "9", "inband")]
+    rig = bridged_rig(config_b=no_te)                      # auto, no telephone-event: tones
+    feed_events(rig, "a", te_events("*9", rig.now + 0.01))
+    assert rig.engine.sent == [("b", "*", "inband"), ("b", "9", "inband")]
+
+
+def test_no_peer_nothing_passed_on() -> None:
+    rig = Rig(CODES)
+    rig.wiring.leg_media_configured(make_leg("a"), TE_CONFIG)
+    feed_events(rig, "a", te_events("*9", rig.now + 0.01))
+    assert rig.engine.sent == [] and rig.bus.digits() == "*9"
+
+
+def test_no_feature_codes_no_gate_no_hold_nothing_regenerated() -> None:
+    rig = bridged_rig(FeaturesConfig(codes=()))
+    feed_events(rig, "a", te_events("*12#", rig.now + 0.01))
+    rig.play({"a": tones("*4")})
+    assert rig.bus.digits("a") == "*12#*4"
+    assert rig.engine.gates == {} and rig.engine.holds == {} and rig.engine.sent == []
+    assert rig.engine.relayed["a"] == [8000, 16000, 24000, 32000]
+
+
+def test_inband_code_muted_until_its_tone_ends_and_released_tones_regenerated() -> None:
+    rig = bridged_rig(mode_a="inband")
+    rig.play({"a": tones("5*4")})
+    assert rig.features == [("a", "warm_transfer_cancel", None, "*4")]
+    mutes = [mute for _, mute in rig.engine.holds["a"]]
+    assert mutes == [True, False]       # muted from the "*" on, until the "4" tone ended
+    assert rig.engine.sent == []                           # "5" went through in the audio
+    rig.play({"a": tones("*7", seed=3)})
+    assert rig.engine.sent == [("b", "*", "rfc4733"), ("b", "7", "rfc4733")]
+    assert rig.engine.holds["a"][-1] == (False, False)
+    assert rig.bus.digits("a") == "5*4*7"
+
+
+def test_info_digits_relayed_as_info_or_regenerated_and_codes_consumed() -> None:
+    world, wiring, engine = controller_world(CODES)
+    phone, _, _ = world.established()
+    (call,) = world.controller.calls
+    caller, callee = call.caller, call.peer(call.caller)  # type: ignore[arg-type]
+    assert caller is not None and callee is not None
+    engine.bridge(caller.media, callee.media)
+    wiring._legs[callee.id].mode = "info"
+    for digit in "7*4*9":
+        assert info(world, phone, "application/dtmf-relay",
+                    f"Signal={digit}\r\nDuration=250".encode()) == 200
+        world.clock.advance(0.3)
+    relayed = [s.request for s in world.sent("INFO")]
+    assert [r.body for r in relayed] == [b"Signal=7\r\nDuration=250\r\n",
+                                         b"Signal=*\r\nDuration=250\r\n",
+                                         b"Signal=9\r\nDuration=250\r\n"]
+    assert {r.headers.get("content-type") for r in relayed} == {"application/dtmf-relay"}
+    assert {r.headers.get("call-id") for r in relayed} == {
+        callee.session.invite.headers.get("call-id")}      # in the callee's dialog
+    assert [f for t, f in world.bus.events if t == FEATURE_INVOKED][0]["feature"] == \
+        "warm_transfer_cancel"
+    # a callee in auto mode with telephone-event negotiated gets RFC 4733
+    wiring._legs[callee.id].mode = "auto"
+    wiring._legs[callee.id].te_pt = 101
+    assert info(world, phone, "application/dtmf", b"3") == 200
+    assert engine.sent == [(callee.id, "3", "rfc4733")]
+    # auto without telephone-event: INFO again, with the body type it came in
+    wiring._legs[callee.id].te_pt = None
+    assert info(world, phone, "application/dtmf", b"6") == 200
+    last = world.sent("INFO")[-1].request
+    assert last.body == b"6" and last.headers.get("content-type") == "application/dtmf"
