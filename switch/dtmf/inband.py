@@ -240,10 +240,11 @@ _TINY: Final = np.float32(1e-12)
 
 @functools.cache
 def _angle_scales(length: int, shift: int, ndim: int) -> F32:
-    """Multiples of an offset :func:`_response` needs, ``[4, 1, ...]`` for ``ndim``-d offsets:
-    length/2 (sine only), 1/2 (sine only), (length-1)/2 and shift (sine and cosine)."""
-    scales = np.array([0.5 * length, 0.5, 0.5 * (length - 1), shift], dtype=np.float32)
-    return scales.reshape((4,) + (1,) * ndim)
+    """Multiples of an offset :func:`_response` needs, ``[3 or 4, 1, ...]`` for ``ndim``-d
+    offsets: length/2 (sine only), 1/2 (sine only), (length-1)/2 and, when ``shift``,
+    shift (sine and cosine)."""
+    scales = [0.5 * length, 0.5, 0.5 * (length - 1)] + ([shift] if shift else [])
+    return np.array(scales, dtype=np.float32).reshape((len(scales),) + (1,) * ndim)
 
 
 def _response(delta: F32, length: int, shift: int = 0) -> C64:
@@ -251,14 +252,22 @@ def _response(delta: F32, length: int, shift: int = 0) -> C64:
     offset of ``delta`` rad/sample; with ``shift``, ``[2, *delta.shape]``: that
     response, then exp(j delta shift).
 
-    All the sines and cosines come from one sine and one cosine call on the
-    arguments stacked ``[4, ...]`` (each numpy call costs about 1 µs on the
-    fit's small arrays; this took 13 calls, and 5 more for the shift).  The
-    values are those of the one-call-per-term form, bit for bit: the same
-    float32 products, and numpy's float32 sin/cos are vectorised where its
-    complex exp is not (about 30x slower per element).
+    The sines and cosines come from two sine calls and one cosine call on the
+    arguments stacked ``[3 or 4, ...]`` (each numpy call costs about 1 µs on
+    the fit's small arrays; this took 13 calls, and 5 more for the shift),
+    with no row computed that is not used (the sines and cosines are most of
+    the fit's per-window cost).  The values are those of the
+    one-call-per-term form, bit for bit (the same float32 products; checked
+    on every window of the benchmark and accuracy material), but for an
+    offset within 1e-12 of 0, which keeps its sign.  numpy's float32 sin/cos
+    are vectorised where its complex exp is not (about 30x slower per
+    element).
     """
-    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta)
+    # |delta| at least _TINY (0/0 otherwise); abs, maximum and copysign cost half
+    # of np.where here (about 2.5 µs)
+    d: F32 = np.abs(delta)
+    np.maximum(d, _TINY, out=d)
+    np.copysign(d, delta, out=d)
     angle = np.multiply(_angle_scales(length, shift, d.ndim), d)
     ratio = np.sin(angle[:2])
     np.divide(ratio[0], ratio[1], out=ratio[0])
@@ -548,14 +557,16 @@ class InbandDetector:
         each window passing the pre-checks, its slot, its index, the strict
         and weak digit codes and the tones' offsets; None when none does.
         """
-        first = full[:, :-1]
-        # window = first half + second half rotated to the window's phase reference
-        second = _ROTATION * full[:, 1:]
-        window_value = first + second
+        # [2, 8, halves, slots]: each window's first half, and its second half rotated
+        # to the window's phase reference (the window is their sum); one array, so
+        # the gated windows' halves are gathered in one call
+        pair = np.empty((2,) + full[:, 1:].shape, dtype=np.complex64)
+        np.copyto(pair[0], full[:, :-1])
+        np.multiply(_ROTATION, full[:, 1:], out=pair[1])
+        window_value = pair[0] + pair[1]
         power = np.square(window_value.real)
         power += np.square(window_value.imag)
-        low_max = power[:4].max(axis=0)
-        high_max = power[4:].max(axis=0)
+        low_max, high_max = power.reshape((2, 4) + power.shape[1:]).max(axis=1)
         # Cheap pre-checks on the raw bins, loose enough never to drop a window
         # the full checks would accept (a 2.5 % offset costs the raw bin up to
         # 4.3 dB, cross-group leakage 2 dB): the strict bound for idle slots,
@@ -570,19 +581,17 @@ class InbandDetector:
         if row.size == 0:
             return None
         s_code, w_code, offs = self._classify(
-            power[:, window, row],
-            energy[window, row],
-            first[:, window, row],
-            second[:, window, row],
+            power[:, window, row], energy[window, row], pair[:, :, window, row]
         )
         return slots[row], window, s_code, w_code, offs
 
-    def _classify(self, pw: F32, tot: F32, first: C64, second: C64) -> tuple[I8, I8, F32]:
+    def _classify(self, pw: F32, tot: F32, pair: C64) -> tuple[I8, I8, F32]:
         """Full checks on the gated windows: strict digit, weak digit (-1 for none), offsets.
 
         The offsets are the signed relative frequency offsets of the two tones,
         ``[candidates, 2]``: the digit machine uses them to tell a steady tone
-        pair from a sweep passing through one.
+        pair from a sweep passing through one.  ``pair`` is ``[2, 8, n]``: the
+        windows' first halves and their rotated second halves.
 
         The two winning tones are fitted as sinusoids: each one's frequency
         from the phase step between the window's halves, its complex
@@ -597,12 +606,15 @@ class InbandDetector:
         """
         p = self.parameters
         pick = np.arange(tot.size)
-        row = np.argmax(pw[:4], axis=0)
-        col = np.argmax(pw[4:], axis=0) + 4
-        # [2, n]: the low then the high winning tone of each window
-        tones = np.stack([row, col])
+        # [2, n]: the low then the high winning tone of each window (written in
+        # place: np.stack costs about 4 µs a call, more than the argmax)
+        tones = np.empty((2, tot.size), dtype=np.intp)
+        np.argmax(pw[:4], axis=0, out=tones[0])
+        np.argmax(pw[4:], axis=0, out=tones[1])
+        tones[1] += 4
+        row, col = tones
         # [2, 2, n]: the two halves' values (a, then b) of the low and the high tone
-        raw = np.stack([first[tones, pick], second[tones, pick]])
+        raw = pair[:, tones, pick]
         ab = raw.copy()
         a, b = ab[0], ab[1]
         nominal = _OMEGA32[tones]
@@ -632,16 +644,15 @@ class InbandDetector:
         fitted = (
             amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
         ).sum(axis=0)
-        residual = first + second - fitted
+        residual = pair[0] + pair[1] - fitted
         other = np.square(residual.real)
         other += np.square(residual.imag)
-        other[row, pick] = 0.0
-        other[col, pick] = 0.0
+        other[tones, pick] = 0.0
         # a fitted tone's bin value over the full window would be (c/2) * WINDOW
         bin_power = (amp.real * amp.real + amp.imag * amp.imag) * np.float32(WINDOW**2)
         bin_low, bin_high = bin_power[0], bin_power[1]
-        peaks_ok = (other[:4].max(axis=0) * self._relative_peak <= bin_low) & (
-            other[4:].max(axis=0) * self._relative_peak <= bin_high
+        peaks_ok = (other.reshape(2, 4, -1).max(axis=1) * self._relative_peak <= bin_power).all(
+            axis=0
         )
         offsets = (fit_omega / nominal - np.float32(1.0)).T
         dev = np.abs(offsets).max(axis=1)
@@ -649,7 +660,7 @@ class InbandDetector:
             bin_high <= bin_low * self._reverse_twist
         )
         share = (bin_low + bin_high) / (self._share_scale * np.maximum(tot, np.float32(1e-9)))
-        level_ok = (bin_low >= self._level) & (bin_high >= self._level)
+        level_ok = bin_power.min(axis=0) >= self._level
         code = _DIGIT_CODE[row, col - 4]
         is_strict = (
             peaks_ok & level_ok & twist_ok & (dev <= p.max_deviation) & (share >= p.min_tone_share)
