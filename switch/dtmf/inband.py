@@ -468,7 +468,8 @@ class InbandDetector:
         self._prev_spec, self._next_spec = self._next_spec, prev_spec
         if not flag.any() and not self._state.any():
             # the common case (silence, most speech, no digit in progress): 5 numpy
-            # calls fewer than the general path below (about 4 µs a call)
+            # calls fewer than the general path below; with the stats array, one
+            # slot's tick went from 40 to 29 µs (A/B in one process, minimum of 8)
             return []
         nonidle = self._state != _IDLE
         slots = np.flatnonzero(flag.any(axis=0) & self._in_use | nonidle)
