@@ -18,7 +18,9 @@ Run (one core, single-threaded BLAS):
 ``--quick`` shortens everything (smoke test); ``--speech-minutes`` sets the
 talk-off material (default 32); ``--repeat`` the throughput runs per count
 (default 3: the median is reported, and each run's ratio, because the
-machine is shared and single runs of 0.1 s of CPU are noisy).
+machine is shared and single runs of 0.1 s of CPU are noisy); ``--only
+accuracy`` or ``--only throughput`` runs one part; ``--counts 100,1000``
+chooses the throughput channel counts.
 """
 
 from __future__ import annotations
@@ -295,11 +297,17 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="throughput runs per count (median reported)"
     )
+    parser.add_argument(
+        "--only", choices=("accuracy", "throughput"), help="run one part of the benchmark"
+    )
+    parser.add_argument("--counts", help="comma-separated channel counts for the throughput part")
     args = parser.parse_args()
     seeds = [1] if args.quick else [1, 2, 3, 4]
     speech = 1.0 if args.quick else args.speech_minutes
     music = 1.0 if args.quick else args.music_minutes
     counts = [1, 100, 1000] if args.quick else [1, 100, 1000, 10000]
+    if args.counts:
+        counts = [int(c) for c in args.counts.split(",")]
     print(
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} "
         f"affinity={sorted(os.sched_getaffinity(0))} numpy={np.__version__}"
@@ -307,8 +315,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         exe = build_harness(tmp)
-        print("\n## Accuracy\n")
-        print("\n".join(accuracy(exe, tmp, seeds, speech, music)))
+        if args.only != "throughput":
+            print("\n## Accuracy\n")
+            print("\n".join(accuracy(exe, tmp, seeds, speech, music)))
+        if args.only == "accuracy":
+            return
         print(f"\n## Throughput (tick {args.tick} samples = {args.tick / 8:.0f} ms)\n")
         print(
             f"median of {args.repeat} runs per count, each detector in turn; "

@@ -66,6 +66,7 @@ ends after two consecutive windows that do not hold it.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -237,22 +238,45 @@ _OMEGA32: Final = _OMEGA.astype(np.float32)
 _TINY: Final = np.float32(1e-12)
 
 
-def _unit(angle: F32) -> C64:
-    """exp(j angle) from float32 cos and sin: numpy's float32 sin/cos are vectorised,
-    its complex exp is not (about 30x slower per element)."""
-    unit = np.empty(angle.shape, dtype=np.complex64)
-    np.cos(angle, out=unit.real)
-    np.sin(angle, out=unit.imag)
-    return unit
+@functools.cache
+def _angle_scales(length: int, shift: int, ndim: int) -> F32:
+    """Multiples of an offset :func:`_response` needs, ``[3 or 4, 1, ...]`` for ``ndim``-d
+    offsets: length/2 (sine only), 1/2 (sine only), (length-1)/2 and, when ``shift``,
+    shift (sine and cosine)."""
+    scales = [0.5 * length, 0.5, 0.5 * (length - 1)] + ([shift] if shift else [])
+    return np.array(scales, dtype=np.float32).reshape((len(scales),) + (1,) * ndim)
 
 
-def _response(delta: F32, length: int) -> C64:
+def _response(delta: F32, length: int, shift: int = 0) -> C64:
     """sum(exp(j delta n), n = 0..length-1): a length-sample window's response at an
-    offset of ``delta`` rad/sample."""
-    d: F32 = np.where(np.abs(delta) < _TINY, _TINY, delta)
-    ratio = np.sin(np.float32(0.5 * length) * d) / np.sin(np.float32(0.5) * d)
-    response: C64 = _unit(np.float32(0.5 * (length - 1)) * d) * ratio
-    return response
+    offset of ``delta`` rad/sample; with ``shift``, ``[2, *delta.shape]``: that
+    response, then exp(j delta shift).
+
+    The sines and cosines come from two sine calls and one cosine call on the
+    arguments stacked ``[3 or 4, ...]`` (each numpy call costs about 1 µs on
+    the fit's small arrays; this took 13 calls, and 5 more for the shift),
+    with no row computed that is not used (the sines and cosines are most of
+    the fit's per-window cost).  The values are those of the
+    one-call-per-term form, bit for bit (the same float32 products; checked
+    on every window of the benchmark and accuracy material), but for an
+    offset within 1e-12 of 0, which keeps its sign.  numpy's float32 sin/cos
+    are vectorised where its complex exp is not (about 30x slower per
+    element).
+    """
+    # |delta| at least _TINY (0/0 otherwise); abs, maximum and copysign cost half
+    # of np.where here (about 2.5 µs)
+    d: F32 = np.abs(delta)
+    np.maximum(d, _TINY, out=d)
+    np.copysign(d, delta, out=d)
+    angle = np.multiply(_angle_scales(length, shift, d.ndim), d)
+    ratio = np.sin(angle[:2])
+    np.divide(ratio[0], ratio[1], out=ratio[0])
+    # exp(j (length-1)/2 delta) and exp(j shift delta)
+    units = np.empty(angle[2:].shape, dtype=np.complex64)
+    np.cos(angle[2:], out=units.real)
+    np.sin(angle[2:], out=units.imag)
+    units[0] *= ratio[0]
+    return units if shift else units[0]
 
 
 # digit code (index in DIGITS) for low row r, high column c
@@ -278,8 +302,7 @@ class InbandDetector:
         self._rest_len = 0
         self._prev_spec = np.zeros((0, 16), dtype=np.float32)
         self._next_spec = np.zeros((0, 16), dtype=np.float32)
-        self._prev_mag = np.zeros((2, 0), dtype=np.float32)
-        self._prev_energy = np.zeros(0, dtype=np.float32)
+        self._prev_stats = np.zeros((3, 0), dtype=np.float32)
         self._state = np.zeros(0, dtype=np.int8)
         self._tracked = np.zeros(0, dtype=np.int8)
         self._run_start = np.zeros(0, dtype=np.float64)
@@ -324,8 +347,7 @@ class InbandDetector:
         self._rest[slot] = 0.0
         self._prev_spec[slot] = 0.0
         self._next_spec[slot] = 0.0
-        self._prev_mag[:, slot] = 0.0
-        self._prev_energy[slot] = 0.0
+        self._prev_stats[:, slot] = 0.0
         self._state[slot] = DetectorState.IDLE
         self._tracked[slot] = -1
 
@@ -342,8 +364,7 @@ class InbandDetector:
         self._rest = grown(self._rest, 0.0)
         self._prev_spec = grown(self._prev_spec, 0.0)
         self._next_spec = grown(self._next_spec, 0.0)
-        self._prev_mag = grown(self._prev_mag, 0.0, axis=1)
-        self._prev_energy = grown(self._prev_energy, 0.0)
+        self._prev_stats = grown(self._prev_stats, 0.0, axis=1)
         self._state = grown(self._state, 0)
         self._tracked = grown(self._tracked, -1)
         self._run_start = grown(self._run_start, 0.0)
@@ -417,17 +438,17 @@ class InbandDetector:
         cap = self._capacity
         n_rest = n_new - new_used
         # Per half: DFT values [slots, halves, 16] (real and imaginary part of
-        # each tone in turn: complex64 [slots, halves, 8]); energies
-        # [1 + halves, slots] and group peak magnitudes [2, 1 + halves, slots],
-        # row 0 being the previous call's last half.
+        # each tone in turn: complex64 [slots, halves, 8]); stats
+        # [3, 1 + halves, slots]: the energy and the low and high groups' peak
+        # magnitudes, row 0 being the previous call's last half (one array, so
+        # carrying the last half over and summing halves into windows are one
+        # numpy call each instead of two).
         spec = self._scratch("spec", (cap, n_halves, 16))
-        half_energy = self._scratch("half_energy", (n_halves + 1, cap))
-        half_energy[0] = self._prev_energy
-        mag = self._scratch("mag", (2, n_halves + 1, cap))
-        mag[:, 0] = self._prev_mag
+        stats = self._scratch("stats", (3, n_halves + 1, cap))
+        stats[:, 0] = self._prev_stats
         for lo in range(0, cap, _CHUNK_ROWS):
             hi = min(cap, lo + _CHUNK_ROWS)
-            self._front_end(samples[lo:hi], lo, spec, half_energy, mag)
+            self._front_end(samples[lo:hi], lo, spec, stats)
             # while the rows are in cache; becomes _prev_spec after the second pass
             self._next_spec[lo:hi] = spec[lo:hi, -1]
             self._rest[lo:hi, :n_rest] = samples[lo:hi, new_used:]
@@ -436,23 +457,29 @@ class InbandDetector:
         # rotated, so its magnitude is at most the sum of the halves' magnitudes:
         # a slot none of whose windows passes the level and start-share
         # pre-checks with these upper bounds cannot pass them exactly either.
-        bound = mag[:, :-1] + mag[:, 1:]
+        sums = self._scratch("sums", (3, n_halves, cap))
+        np.add(stats[:, :-1], stats[:, 1:], out=sums)
+        energy, bound = sums[0], sums[1:]
         np.square(bound, out=bound)
-        energy = half_energy[:-1] + half_energy[1:]
         flag = np.minimum(bound[0], bound[1]) > self._flag_level
         flag &= bound[0] + bound[1] > self._flag_share * energy
+        self._prev_stats[:] = stats[:, -1]
+        prev_spec = self._prev_spec
+        self._prev_spec, self._next_spec = self._next_spec, prev_spec
+        if not flag.any() and not self._state.any():
+            # the common case (silence, most speech, no digit in progress): 5 numpy
+            # calls fewer than the general path below; with the stats array, one
+            # slot's tick went from 40 to 29 µs (A/B in one process, minimum of 8)
+            return []
         nonidle = self._state != _IDLE
         slots = np.flatnonzero(flag.any(axis=0) & self._in_use | nonidle)
         windows = None
         if slots.size:
             # [8, 1 + halves, slots]: the previous half, then this call's halves
             full = np.empty((8, n_halves + 1, slots.size), dtype=np.complex64)
-            full[:, 0] = self._prev_spec[slots].view(np.complex64).T
+            full[:, 0] = prev_spec[slots].view(np.complex64).T
             full[:, 1:] = spec[slots].view(np.complex64).transpose(2, 1, 0)
             windows = self._second_pass(slots, full, energy[:, slots])
-        self._prev_spec, self._next_spec = self._next_spec, self._prev_spec
-        self._prev_energy[:] = half_energy[-1]
-        self._prev_mag[:] = mag[:, -1]
         if windows is None:
             busy = np.flatnonzero(nonidle)
             if busy.size == 0:
@@ -463,11 +490,12 @@ class InbandDetector:
                 busy, strict, strict, np.zeros(shape + (2,), np.float32), buf_start
             )
         cand_slot, cand_window, s_code, w_code, offs = windows
-        # busy: slots holding or tracking a digit, and slots with a digit window
-        keep = w_code >= 0
-        cand_slot, cand_window = cand_slot[keep], cand_window[keep]
-        nonidle[cand_slot] = True
+        # busy: slots holding or tracking a digit, and idle slots with a strict
+        # window (an idle slot ignores weak ones: IDLE + NONE changes nothing)
+        nonidle[cand_slot[s_code >= 0]] = True
         busy = np.flatnonzero(nonidle)
+        keep = (w_code >= 0) & nonidle[cand_slot]
+        cand_slot, cand_window = cand_slot[keep], cand_window[keep]
         if busy.size == 0:
             return []
         row = np.searchsorted(busy, cand_slot)
@@ -480,13 +508,11 @@ class InbandDetector:
         offsets[row, cand_window] = offs[keep]
         return self._run_machine(busy, strict, weak, offsets, buf_start)
 
-    def _front_end(
-        self, samples: npt.NDArray[Any], lo: int, spec: F32, half_energy: F32, mag: F32
-    ) -> None:
+    def _front_end(self, samples: npt.NDArray[Any], lo: int, spec: F32, stats: F32) -> None:
         """Half-window DFT values, energies and group peak magnitudes of slots ``lo:lo+rows``.
 
         ``samples`` are the slots' new samples; fills their columns of
-        ``spec``, ``half_energy`` and ``mag`` (see :meth:`process`).  Channel
+        ``spec`` and ``stats`` (see :meth:`process`).  Channel
         chunks keep each stage's arrays in cache.
         """
         rows = samples.shape[0]
@@ -506,19 +532,21 @@ class InbandDetector:
         np.square(halves, out=squared)
         energy = self._scratch("energy", (rows, n_halves))
         np.matmul(squared.reshape(-1, HALF), _ONES, out=energy.reshape(-1))
-        np.copyto(half_energy[1:, lo:hi], energy.T)
-        square = self._scratch("square", part.shape)
-        np.square(part, out=square)
-        # [8, rows * halves] |X|^2, column by column: numpy is slow on operands like [n, 8]
-        power = self._scratch("power", (8, part.shape[0]))
-        for tone in range(8):
-            np.add(square[:, 2 * tone], square[:, 2 * tone + 1], out=power[tone])
-        groups = power.reshape(2, 4, -1)
-        peak = self._scratch("peak", (2, part.shape[0]))
-        np.maximum(groups[:, 0], groups[:, 1], out=peak)
-        np.maximum(peak, groups[:, 2], out=peak)
-        np.maximum(peak, groups[:, 3], out=peak)
-        np.sqrt(peak.reshape(2, rows, n_halves).transpose(0, 2, 1), out=mag[:, 1:, lo:hi])
+        np.copyto(stats[0, 1:, lo:hi], energy.T)
+        # |X| of the 8 tones straight from the complex64 view (one hypot call), then
+        # each group's peak over [rows * halves, 2] strided columns, then one
+        # transposing copy to the half-major layout: 5 numpy calls where squares,
+        # 8 column adds, 3 maxima and a sqrt took 13 (measured 64 -> 45 µs per
+        # 1 000 slots, 11 -> 5 µs for one slot).  A reduction over the length-4
+        # axis instead of the 3 maxima is 10x slower at 1 000 slots.
+        magnitude = self._scratch("magnitude", (part.shape[0], 8))
+        np.abs(part.view(np.complex64), out=magnitude)
+        groups = magnitude.reshape(-1, 2, 4)
+        peak = self._scratch("peak", (part.shape[0], 2))
+        np.maximum(groups[:, :, 0], groups[:, :, 1], out=peak)
+        np.maximum(peak, groups[:, :, 2], out=peak)
+        np.maximum(peak, groups[:, :, 3], out=peak)
+        np.copyto(stats[1:, 1:, lo:hi], peak.reshape(rows, n_halves, 2).transpose(2, 1, 0))
 
     def _second_pass(
         self, slots: npt.NDArray[np.intp], full: C64, energy: F32
@@ -530,14 +558,16 @@ class InbandDetector:
         each window passing the pre-checks, its slot, its index, the strict
         and weak digit codes and the tones' offsets; None when none does.
         """
-        first = full[:, :-1]
-        # window = first half + second half rotated to the window's phase reference
-        second = _ROTATION * full[:, 1:]
-        window_value = first + second
+        # [2, 8, halves, slots]: each window's first half, and its second half rotated
+        # to the window's phase reference (the window is their sum); one array, so
+        # the gated windows' halves are gathered in one call
+        pair = np.empty((2,) + full[:, 1:].shape, dtype=np.complex64)
+        np.copyto(pair[0], full[:, :-1])
+        np.multiply(_ROTATION, full[:, 1:], out=pair[1])
+        window_value = pair[0] + pair[1]
         power = np.square(window_value.real)
         power += np.square(window_value.imag)
-        low_max = power[:4].max(axis=0)
-        high_max = power[4:].max(axis=0)
+        low_max, high_max = power.reshape((2, 4) + power.shape[1:]).max(axis=1)
         # Cheap pre-checks on the raw bins, loose enough never to drop a window
         # the full checks would accept (a 2.5 % offset costs the raw bin up to
         # 4.3 dB, cross-group leakage 2 dB): the strict bound for idle slots,
@@ -552,19 +582,17 @@ class InbandDetector:
         if row.size == 0:
             return None
         s_code, w_code, offs = self._classify(
-            power[:, window, row],
-            energy[window, row],
-            first[:, window, row],
-            second[:, window, row],
+            power[:, window, row], energy[window, row], pair[:, :, window, row]
         )
         return slots[row], window, s_code, w_code, offs
 
-    def _classify(self, pw: F32, tot: F32, first: C64, second: C64) -> tuple[I8, I8, F32]:
+    def _classify(self, pw: F32, tot: F32, pair: C64) -> tuple[I8, I8, F32]:
         """Full checks on the gated windows: strict digit, weak digit (-1 for none), offsets.
 
         The offsets are the signed relative frequency offsets of the two tones,
         ``[candidates, 2]``: the digit machine uses them to tell a steady tone
-        pair from a sweep passing through one.
+        pair from a sweep passing through one.  ``pair`` is ``[2, 8, n]``: the
+        windows' first halves and their rotated second halves.
 
         The two winning tones are fitted as sinusoids: each one's frequency
         from the phase step between the window's halves, its complex
@@ -579,45 +607,53 @@ class InbandDetector:
         """
         p = self.parameters
         pick = np.arange(tot.size)
-        row = np.argmax(pw[:4], axis=0)
-        col = np.argmax(pw[4:], axis=0) + 4
-        # [2, n]: the low then the high winning tone of each window
-        tones = np.stack([row, col])
-        raw_a, raw_b = first[tones, pick], second[tones, pick]
-        a, b = raw_a, raw_b
+        # [2, n]: the low then the high winning tone of each window (written in
+        # place: np.stack costs about 4 µs a call, more than the argmax)
+        tones = np.empty((2, tot.size), dtype=np.intp)
+        np.argmax(pw[:4], axis=0, out=tones[0])
+        np.argmax(pw[4:], axis=0, out=tones[1])
+        tones[1] += 4
+        row, col = tones
+        # [2, 2, n]: the two halves' values (a, then b) of the low and the high tone
+        raw = pair[:, tones, pick]
+        ab = raw.copy()
+        a, b = ab[0], ab[1]
         nominal = _OMEGA32[tones]
+        # [2, 2, n]: each tone's own offset, and the other tone's offset from its bin
+        offset = np.empty((2,) + nominal.shape, dtype=np.float32)
+        delta, cross = offset[0], offset[1]
         half = np.float32(HALF)
         for _ in range(3):
             # phase step from the first half to the second: angle of conj(a) * b
             u = a.conj() * b
-            delta = np.arctan2(u.imag, u.real) / half
+            np.divide(np.arctan2(u.imag, u.real), half, out=delta)
             fit_omega = nominal + delta
-            # [2, 2, n]: each tone's own offset, and the other tone's offset from its bin
-            offset = np.stack([delta, fit_omega[::-1] - nominal])
-            response = _response(offset, HALF)
+            np.subtract(fit_omega[::-1], nominal, out=cross)
+            # the response to both offsets, and exp(j HALF cross) for the second half
+            response, shift = _response(offset, HALF, HALF)
             # (a + b e^{-j step}) / 2 = (c/2) D51(delta), c/2 the half amplitude; with
             # e^{-j step} = conj(u) / |u|, b e^{-j step} = a |b| / |a|
-            abs_a = np.maximum(np.abs(a), _TINY)
-            scale = (abs_a + np.abs(b)) / abs_a
+            size = np.abs(ab)
+            abs_a = np.maximum(size[0], _TINY, out=size[0])
+            scale = (abs_a + size[1]) / abs_a
             amp = a * scale / (np.float32(2.0) * response[0])
             # each tone's bins without the other tone's leakage (row 1 - i leaks into row i)
             leak = amp[::-1] * response[1]
-            a = raw_a - leak
-            b = raw_b - leak * _unit(offset[1] * half)
+            np.subtract(raw[0], leak, out=a)
+            np.subtract(raw[1], leak * shift[1], out=b)
         # residual in all 8 bins ([8, n]) after removing both fitted tones (full window)
         fitted = (
             amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
         ).sum(axis=0)
-        residual = first + second - fitted
+        residual = pair[0] + pair[1] - fitted
         other = np.square(residual.real)
         other += np.square(residual.imag)
-        other[row, pick] = 0.0
-        other[col, pick] = 0.0
+        other[tones, pick] = 0.0
         # a fitted tone's bin value over the full window would be (c/2) * WINDOW
         bin_power = (amp.real * amp.real + amp.imag * amp.imag) * np.float32(WINDOW**2)
         bin_low, bin_high = bin_power[0], bin_power[1]
-        peaks_ok = (other[:4].max(axis=0) * self._relative_peak <= bin_low) & (
-            other[4:].max(axis=0) * self._relative_peak <= bin_high
+        peaks_ok = (other.reshape(2, 4, -1).max(axis=1) * self._relative_peak <= bin_power).all(
+            axis=0
         )
         offsets = (fit_omega / nominal - np.float32(1.0)).T
         dev = np.abs(offsets).max(axis=1)
@@ -625,7 +661,7 @@ class InbandDetector:
             bin_high <= bin_low * self._reverse_twist
         )
         share = (bin_low + bin_high) / (self._share_scale * np.maximum(tot, np.float32(1e-9)))
-        level_ok = (bin_low >= self._level) & (bin_high >= self._level)
+        level_ok = bin_power.min(axis=0) >= self._level
         code = _DIGIT_CODE[row, col - 4]
         is_strict = (
             peaks_ok & level_ok & twist_ok & (dev <= p.max_deviation) & (share >= p.min_tone_share)
