@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import re
 import sys
 import threading
+import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from typing import Any, Final, TextIO
@@ -204,12 +206,46 @@ class _WriterStream:
 _background: _BatchedWriter | None = None
 
 
+_stamp_second = -1
+_stamp_prefix = ""
+
+
+def add_timestamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """``timestamp``: ISO 8601 UTC with microseconds, as structlog's
+    ``TimeStamper(fmt="iso", utc=True)`` writes it, with the date-time part
+    formatted once per second (a quarter of a log line's cost was the
+    per-line ``datetime.now(...).isoformat()``)."""
+    global _stamp_second, _stamp_prefix
+    now = time.time()
+    second = int(now)
+    if second != _stamp_second:
+        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp_second = second
+    event_dict["timestamp"] = f"{_stamp_prefix}.{int((now - second) * 1e6):06d}Z"
+    return event_dict
+
+
+try:  # the optional accelerator (``pip install switch[fast]``): ~3x faster lines
+    import orjson
+
+    def render_json(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> str:
+        """structlog renderer: one compact JSON object (orjson; ``str()`` for the rest)."""
+        return orjson.dumps(event_dict, default=str,
+                            option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+except ImportError:  # pragma: no cover - the stdlib fallback
+    _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+    def render_json(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> str:
+        """structlog renderer: one compact JSON object (``str()`` for the rest)."""
+        return _ENCODER.encode(event_dict)
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         add_call_id,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_timestamp,
     ]
 
 
@@ -238,7 +274,7 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}")
     numeric = _LEVELS[level]
     renderer: Processor = (
-        structlog.processors.JSONRenderer(default=str) if fmt == "json"
+        render_json if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty())
     )
     # Tracebacks as data, without local variables: locals hold passwords.

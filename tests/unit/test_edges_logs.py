@@ -164,3 +164,18 @@ def test_configure_logging_in_background_mode_routes_structlog_and_stdlib(
         for handler in list(logging.getLogger().handlers):
             if getattr(handler, "_switch_handler", False):
                 logging.getLogger().removeHandler(handler)
+
+
+def test_timestamp_is_iso_utc_with_microseconds_and_follows_the_clock(
+        stream: io.StringIO) -> None:
+    import re
+    import time
+
+    log = get_logger("t")
+    log.info("one")
+    time.sleep(1.01)  # crosses a second: the cached date-time part is renewed
+    log.info("two")
+    first, second = (str(line["timestamp"]) for line in lines(stream))
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+    assert pattern.match(first) and pattern.match(second)
+    assert first[:19] != second[:19] and first < second
