@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -253,6 +254,7 @@ class CallController:
         self._stopping = False
         self._errors = 0
         self._quiet: asyncio.Event | None = None
+        self._unfinished: deque[Leg] = deque()
         self._next_leg = 0
 
     # --- extension points ---------------------------------------------------------
@@ -551,6 +553,8 @@ class CallController:
                 result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
                     else CallResult.CANCELLED
                 self._end_call(call, result, "shutdown", status=503)
+        self._unfinished = deque(leg for leg in self._legs.values()
+                                 if leg.session.state is not State.TERMINATED)
         if not self._busy():
             return
         self._quiet = asyncio.Event()
@@ -571,7 +575,19 @@ class CallController:
             self._drop_leg(leg)         # the process is going: every port back
 
     def _busy(self) -> bool:
-        return any(leg.session.state is not State.TERMINATED for leg in self._legs.values())
+        """Whether a leg is still waiting for its session to end (shutdown only).
+
+        Checked on every release during shutdown: legs that ended are dropped
+        from the front of the queue, so the checks cost O(legs) in all — a scan
+        of every leg each time was O(legs²), minutes with the tens of thousands
+        of lingering legs a loaded engine holds."""
+        pending = self._unfinished
+        while pending:
+            leg = pending[0]
+            if leg.session.state is not State.TERMINATED and leg.id in self._legs:
+                return True
+            pending.popleft()
+        return False
 
     # --- routing -------------------------------------------------------------------------------
 

@@ -314,8 +314,9 @@ class DigestAuthenticator:
     # --- nonces (RFC 7616 §3.3) ------------------------------------------------
 
     def _mac(self, stamp: bytes, salt: bytes) -> bytes:
-        return hmac.new(self._secret, stamp + salt + b"|" + self._realm_bytes,
-                        hashlib.sha256).digest()[:16]
+        # hmac.digest: the one-shot C path, ~3x cheaper than hmac.new(...).digest()
+        return hmac.digest(self._secret, stamp + salt + b"|" + self._realm_bytes,
+                           "sha256")[:16]
 
     def make_nonce(self, now: float) -> str:
         stamp = struct.pack(">q", int(now * 1000))
