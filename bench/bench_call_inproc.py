@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from test_call_e2e import Phone  # noqa: E402
 
-from switch.app import tune_gc  # noqa: E402
+from switch.app import _loop_factory, tune_gc  # noqa: E402
 from switch.config import CallsConfig, Config, MediaConfig, SipConfig, User  # noqa: E402
 from switch.events import EventBus  # noqa: E402
 from switch.logs import configure_logging, get_logger  # noqa: E402
@@ -109,15 +109,17 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=45)
     args = ap.parse_args()
     configure_logging("json", "info", stream=io.StringIO(), cache=True, background=True)
-    with tempfile.TemporaryDirectory(prefix="bench_inproc_") as tmp:
+    factory, loop_name = _loop_factory()  # uvloop when installed, as `switch run`
+    with tempfile.TemporaryDirectory(prefix="bench_inproc_") as tmp, \
+            asyncio.Runner(loop_factory=factory) as runner:
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
-            wall, cpu = asyncio.run(run(args.calls, args.parallel, Path(tmp)))
+            wall, cpu = runner.run(run(args.calls, args.parallel, Path(tmp)))
             prof.disable()
         else:
-            wall, cpu = asyncio.run(run(args.calls, args.parallel, Path(tmp)))
-    print(f"{args.calls} calls, {args.parallel} in parallel: {wall:.2f} s wall, "
+            wall, cpu = runner.run(run(args.calls, args.parallel, Path(tmp)))
+    print(f"{args.calls} calls, {args.parallel} in parallel ({loop_name}): {wall:.2f} s wall, "
           f"{1e3 * cpu / args.calls:.3f} ms CPU per call (engine + both phones), "
           f"{args.calls / wall:.0f} calls/s")
     if args.profile:
