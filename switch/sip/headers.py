@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from switch.sip.errors import ParseError
 from switch.sip.message import Message, split_list
@@ -237,7 +238,10 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+@lru_cache(maxsize=1024)
 def parse_cseq(value: str) -> CSeq:
+    """``seq method``; cached: phones repeat the same few values ("1 INVITE",
+    "2 INVITE", "102 BYE") call after call, and ``CSeq`` is immutable."""
     parts = value.split()
     if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
         raise ParseError(f"malformed CSeq {value!r}")
