@@ -452,6 +452,9 @@ class InbandDetector:
         self._flag_share = self._gate_start / _BOUND_MARGIN
         self._gate_normal = 10.0 ** ((p.normal_twist_db + 6.5) / 10.0)
         self._gate_reverse = 10.0 ** ((p.reverse_twist_db + 6.5) / 10.0)
+        self._gate_twist = np.array(
+            [self._gate_normal, self._gate_reverse], dtype=np.float32
+        ).reshape(2, 1, 1)
         self._normal_twist = 10.0 ** (p.normal_twist_db / 10.0)
         self._reverse_twist = 10.0 ** (p.reverse_twist_db / 10.0)
         self._relative_peak = 10.0 ** (p.relative_peak_db / 10.0)
@@ -576,24 +579,27 @@ class InbandDetector:
             return self._run_machine(
                 busy, strict, strict, np.zeros(shape + (2,), np.float32), buf_start
             )
-        cand_slot, cand_window, s_code, w_code, offs = windows
-        # busy: slots holding or tracking a digit, and idle slots with a strict
-        # window (an idle slot ignores weak ones: IDLE + NONE changes nothing)
-        nonidle[cand_slot[s_code >= 0]] = True
-        busy = np.flatnonzero(nonidle)
-        keep = (w_code >= 0) & nonidle[cand_slot]
-        cand_slot, cand_window = cand_slot[keep], cand_window[keep]
-        if busy.size == 0:
-            return []
-        row = np.searchsorted(busy, cand_slot)
-        shape = (busy.size, n_halves)
+        cand_row, cand_window, s_code, w_code, offs = windows
+        # Every window's results on the second pass's slots (rows of `slots`), then
+        # the busy rows: slots holding or tracking a digit (all of them are among
+        # `slots`), and idle slots with a strict window (an idle slot ignores weak
+        # ones: IDLE + NONE changes nothing).  14 numpy calls where mapping the
+        # candidates onto the busy slots (searchsorted, filtering) took 18.
+        shape = (slots.size, n_halves)
         strict = np.full(shape, -1, dtype=np.int8)
         weak = np.full(shape, -1, dtype=np.int8)
         offsets = np.zeros(shape + (2,), dtype=np.float32)
-        strict[row, cand_window] = s_code[keep]
-        weak[row, cand_window] = w_code[keep]
-        offsets[row, cand_window] = offs[keep]
-        return self._run_machine(busy, strict, weak, offsets, buf_start)
+        strict[cand_row, cand_window] = s_code
+        weak[cand_row, cand_window] = w_code
+        offsets[cand_row, cand_window] = offs
+        busy_row = nonidle[slots]
+        busy_row[cand_row[s_code >= 0]] = True
+        busy = slots[busy_row]
+        if busy.size == 0:
+            return []
+        return self._run_machine(
+            busy, strict[busy_row], weak[busy_row], offsets[busy_row], buf_start
+        )
 
     def _front_end(self, samples: npt.NDArray[Any], lo: int, spec: F32, stats: F32) -> None:
         """Half-window DFT values, energies and group peak magnitudes of slots ``lo:lo+rows``.
@@ -642,8 +648,9 @@ class InbandDetector:
 
         ``full`` is ``[8, 1 + halves, slots]`` half-window DFT values,
         ``energy`` ``[halves, slots]`` the windows' energies.  Returns, for
-        each window passing the pre-checks, its slot, its index, the strict
-        and weak digit codes and the tones' offsets; None when none does.
+        each window passing the pre-checks, its slot's index in ``slots``, its
+        index, the strict and weak digit codes and the tones' offsets; None when
+        none does.
         """
         # [2, 8, halves, slots]: each window's first half, and its second half rotated
         # to the window's phase reference (the window is their sum); one array, so
@@ -654,32 +661,41 @@ class InbandDetector:
         window_value = pair[0] + pair[1]
         power = np.square(window_value.real)
         power += np.square(window_value.imag)
-        low_max, high_max = power.reshape((2, 4) + power.shape[1:]).max(axis=1)
+        # [2, halves, slots]: each group's largest bin power
+        maxima = np.maximum.reduce(power.reshape((2, 4) + power.shape[1:]), axis=1)
+        low_max, high_max = maxima
         # Cheap pre-checks on the raw bins, loose enough never to drop a window
         # the full checks would accept (a 2.5 % offset costs the raw bin up to
         # 4.3 dB, cross-group leakage 2 dB): the strict bound for idle slots,
-        # the hold bound for slots with a confirmed digit.
+        # the hold bound for slots with a confirmed digit.  Both groups' level
+        # in one minimum and both twist bounds in one product (12 numpy calls,
+        # were 15; the same float operations, so the same windows).
         holding = self._state[slots] >= _ACTIVE
-        gate = (low_max > self._level) & (high_max > self._level)
+        gate = np.minimum(low_max, high_max) > self._level
         gate &= (low_max + high_max) > np.where(holding, self._gate_hold, self._gate_start) * energy
-        gate &= holding | (
-            (low_max < high_max * self._gate_normal) & (high_max < low_max * self._gate_reverse)
-        )
+        # low < high * normal and high < low * reverse
+        twist = np.multiply(maxima[::-1], self._gate_twist) > maxima
+        twist_ok = twist[0] & twist[1]
+        twist_ok |= holding
+        gate &= twist_ok
         window, row = np.nonzero(gate)
         if row.size == 0:
             return None
+        # the powers window-major ([n, 8]): the fit's argmax over each group's 4 bins
+        # then runs on contiguous rows (2.5 µs, against 7.5 on [2, 4, n])
         s_code, w_code, offs = self._classify(
-            power[:, window, row], energy[window, row], pair[:, :, window, row]
+            power.transpose(1, 2, 0)[window, row], energy[window, row], pair[:, :, window, row]
         )
-        return slots[row], window, s_code, w_code, offs
+        return row, window, s_code, w_code, offs
 
     def _classify(self, pw: F32, tot: F32, pair: C64) -> tuple[I8, I8, F32]:
         """Full checks on the gated windows: strict digit, weak digit (-1 for none), offsets.
 
-        The offsets are the signed relative frequency offsets of the two tones,
-        ``[candidates, 2]``: the digit machine uses them to tell a steady tone
-        pair from a sweep passing through one.  ``pair`` is ``[2, 8, n]``: the
-        windows' first halves and their rotated second halves.
+        ``pw`` is ``[n, 8]``: the windows' bin powers; ``pair`` ``[2, 8, n]``: the
+        windows' first halves and their rotated second halves.  The offsets are
+        the signed relative frequency offsets of the two tones, ``[n, 2]``: the
+        digit machine uses them to tell a steady tone pair from a sweep passing
+        through one.
 
         The two winning tones are fitted as sinusoids: each one's frequency
         from the phase step between the window's halves, its complex
@@ -714,7 +730,7 @@ class InbandDetector:
         """
         n = tot.size
         # [2, n]: the winning bin of each group (0-3), and the tone pair
-        best = np.argmax(pw.reshape(2, 4, n), axis=1)
+        best = np.argmax(pw.reshape(n, 2, 4), axis=2).T
         pair_id = best[0] * 4
         pair_id += best[1]
         gathered = _PAIR_TABLE[pair_id]  # [n, columns]; constant [k, n] views:
