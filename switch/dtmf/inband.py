@@ -620,11 +620,13 @@ class InbandDetector:
         flat = halves.reshape(-1, HALF)
         part = spec[lo:hi].reshape(-1, 16)
         np.matmul(flat, _TABLE_T, out=part)
-        # energies: squares summed by a matrix-vector product (faster than einsum here)
-        squared = self._scratch("squared", halves.shape)
-        np.square(halves, out=squared)
+        # energies: squares summed by a matrix-vector product (faster than einsum
+        # here), squared in place (the samples are not needed after the product):
+        # no second block-sized buffer through the caches, 4-5 % of a tick at
+        # 1 000 channels (823 -> 781 µs, per-tick minima of an A/B), 2 % at 10 000
+        np.square(halves, out=halves)
         energy = self._scratch("energy", (rows, n_halves))
-        np.matmul(squared.reshape(-1, HALF), _ONES, out=energy.reshape(-1))
+        np.matmul(flat, _ONES, out=energy.reshape(-1))
         np.copyto(stats[0, 1:, lo:hi], energy.T)
         # |X| of the 8 tones straight from the complex64 view (one hypot call), then
         # each group's peak over [rows * halves, 2] strided columns, then one
