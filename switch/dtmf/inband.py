@@ -243,7 +243,10 @@ _BOUND_MARGIN: Final = 1.001
 _FIT_ITERATIONS: Final = 2
 """Estimates of the two tones' phase steps and amplitudes in the tone fit, each
 after removing the other tone's leakage as the previous one has it (the first
-after removing it as a tone at its nominal frequency would leak)."""
+after removing it as a tone at its nominal frequency would leak).  Two are
+converged: with both tones 1.5 % off and 8 dB normal or 4 dB reverse twist the
+largest offset error is 0.46 % with two or three, 0.62 % with one (which still
+passes the accuracy suite; tests/dtmf test_tone_fit_offsets_...)."""
 _TINY: Final = np.float32(1e-30)
 """Floor of a bin's magnitude in the fit: a half of digital silence gives a zero
 amplitude there, not 0/0."""
