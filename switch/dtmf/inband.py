@@ -215,8 +215,14 @@ _END_CODES: Final = (int(_Action.END), int(_Action.END_AND_TRACK))
 
 def _build_table() -> F32:
     """[16, 51] DFT table of a half-window: cos and -sin of each DTMF frequency in turn,
-    so that a row of results viewed as complex64 is the 8 complex DFT values."""
-    n = np.arange(HALF, dtype=np.float64)[None, :]
+    so that a row of results viewed as complex64 is the 8 complex DFT values.
+
+    The phase reference is the half's centre (sample 25): a tone's response is
+    then real (see :func:`_pair_tables`), which spares the tone fit the sines
+    and cosines of the response's phase.  Magnitudes, so the first pass's
+    bounds and the pre-checks, do not depend on the reference.
+    """
+    n = np.arange(HALF, dtype=np.float64)[None, :] - (HALF - 1) / 2
     omega = 2.0 * np.pi * FREQUENCIES[:, None] / SAMPLE_RATE
     table = np.stack([np.cos(omega * n), -np.sin(omega * n)], axis=1).reshape(16, HALF)
     return np.ascontiguousarray(table, dtype=np.float32)
@@ -234,55 +240,118 @@ _BOUND_MARGIN: Final = 1.001
 """Slack on the first pass's upper bounds so float rounding can never drop a window."""
 
 
-_OMEGA32: Final = _OMEGA.astype(np.float32)
-_TINY: Final = np.float32(1e-12)
+_FIT_ITERATIONS: Final = 2
+"""Estimates of the two tones' phase steps and amplitudes in the tone fit, each
+after removing the other tone's leakage as the previous one has it (the first
+after removing it as a tone at its nominal frequency would leak).  Two are
+converged: with both tones 1.5 % off and 8 dB normal or 4 dB reverse twist the
+largest offset error is 0.46 % with two or three, 0.62 % with one (which still
+passes the accuracy suite; tests/dtmf test_tone_fit_offsets_...)."""
+_TINY: Final = np.float32(1e-30)
+"""Floor of a bin's magnitude in the fit: a half of digital silence gives a zero
+amplitude there, not 0/0."""
+_SIN_TINY: Final = 1e-30
+"""Added to a zero offset's sine arguments (sin(25.5 d) / sin(d / 2) is 0/0 at d = 0):
+small enough to leave any nonzero argument unchanged in float32, large enough to give
+the limit, 51."""
+
+
+def _dirichlet(d: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """S(d) = sin(25.5 d) / sin(d / 2): a half's response to a tone ``d`` rad/sample
+    off its bin (phase reference at the half's centre)."""
+    d = np.where(d == 0.0, _SIN_TINY, d)
+    return np.sin(25.5 * d) / np.sin(0.5 * d)
+
+
+_COLUMNS: Final = {
+    "inv_step": (0, 2),
+    "sine_offset": (2, 10),
+    "bin_offset": (10, 42),
+    "others": (42, 50),
+    # complex columns (pairs of float32)
+    "first_leak": (50, 58),
+    "leak_scale": (58, 66),
+    "bin_turn": (66, 98),
+}
+
+
+def _pair_tables() -> F32:
+    """Constants of the tone fit per tone pair ``low * 4 + high`` (``[16, 98]`` float32).
+
+    The half-window DFT values have their phase reference at the half's centre
+    (sample 25, see :func:`_build_table`) and the second half is rotated to the
+    first half's, so a tone of frequency ``w`` and complex amplitude ``A``
+    (``A = c / 2`` at the first half's centre) gives bin ``w0``, with ``d = w -
+    w0``: first half ``A * S(d)``, second half ``A * S(d) * exp(j 51 d)``, where
+    ``S(d) = sin(25.5 d) / sin(d / 2)`` is real.  Per pair and tone ``i`` of the
+    pair (``j`` the other one), columns (:data:`_COLUMNS`):
+
+    - inv_step ``[2]``: ``1 / (51 w_i)``, relative offset per phase step;
+    - sine_offset ``[2, 2, 2]``: (numerator, denominator) x (own offset, the other
+      tone's offset from this bin) x tone: what is added to the phase steps times
+      (1/2, 1/102) to give S's sine arguments: 25.5 or 0.5 times 0 (own, plus
+      :data:`_SIN_TINY`) or ``w_j - w_i`` (cross);
+    - bin_offset ``[2, 2, 8]``: the same for (numerator, denominator) x tone x each
+      of the 8 bins ``m``: 25.5 or 0.5 times ``w_i - w_m``;
+    - others ``[8]``: 1 for the bins, 0 for the pair's two;
+    - first_leak ``[2, 2]`` complex, (half, tone): the other tone's leakage into
+      this bin per unit of the other tone's own bin, for tones at their nominal
+      frequencies: ``S(w_j - w_i) / 51`` in the first half, times ``exp(j 51 (w_j -
+      w_i))`` in the second;
+    - leak_scale ``[2, 2]`` complex: 1/2 and ``exp(j 51 (w_j - w_i)) / 2``: the
+      other tone's leakage per unit of its amplitudes ``2 A`` and ``2 A exp(j 51
+      d_j)`` and of ``S(w_j + d_j - w_i)``;
+    - bin_turn ``[2, 8]`` complex: ``exp(j 51 (w_i - w_m))``.
+    """
+    width = max(stop for _, stop in _COLUMNS.values())
+    table = np.zeros((16, width), dtype=np.float64)
+
+    def put(row: npt.NDArray[np.float64], name: str, values: npt.ArrayLike) -> None:
+        start, stop = _COLUMNS[name]
+        flat = np.asarray(values).reshape(-1)
+        row[start:stop] = flat.view(np.float64) if np.iscomplexobj(flat) else flat
+
+    for low in range(4):
+        for high in range(4):
+            w = np.array([_OMEGA[low], _OMEGA[4 + high]])
+            cross = w[::-1] - w
+            row = table[low * 4 + high]
+            put(row, "inv_step", 1.0 / (HALF * w))
+            own = np.full(2, _SIN_TINY)
+            put(row, "sine_offset", [[25.5 * own, 25.5 * cross], [0.5 * own, 0.5 * cross]])
+            bins = w[:, None] - _OMEGA[None, :]
+            bins_tiny = np.where(bins == 0.0, _SIN_TINY, bins)
+            put(row, "bin_offset", [25.5 * bins_tiny, 0.5 * bins_tiny])
+            others = np.ones(8)
+            others[[low, 4 + high]] = 0.0
+            put(row, "others", others)
+            turn = np.exp(1j * HALF * cross)
+            leak = _dirichlet(cross) / HALF
+            put(row, "first_leak", [leak + 0j, leak * turn])
+            put(row, "leak_scale", [np.full(2, 0.5 + 0j), 0.5 * turn])
+            put(row, "bin_turn", np.exp(1j * HALF * bins))
+    return table.astype(np.float32)
+
+
+_PAIR_TABLE: Final = _pair_tables()
+_SINE_SCALES: Final = np.array([0.5, 1.0 / WINDOW], dtype=np.float32).reshape(2, 1, 1, 1)
+"""Multiples of a phase step (51 times an offset) in the arguments of S's numerator
+and denominator: 25.5 / 51 and 0.5 / 51."""
 
 
 @functools.cache
-def _angle_scales(length: int, shift: int, ndim: int) -> F32:
-    """Multiples of an offset :func:`_response` needs, ``[3 or 4, 1, ...]`` for ``ndim``-d
-    offsets: length/2 (sine only), 1/2 (sine only), (length-1)/2 and, when ``shift``,
-    shift (sine and cosine)."""
-    scales = [0.5 * length, 0.5, 0.5 * (length - 1)] + ([shift] if shift else [])
-    return np.array(scales, dtype=np.float32).reshape((len(scales),) + (1,) * ndim)
-
-
-def _response(delta: F32, length: int, shift: int = 0) -> C64:
-    """sum(exp(j delta n), n = 0..length-1): a length-sample window's response at an
-    offset of ``delta`` rad/sample; with ``shift``, ``[2, *delta.shape]``: that
-    response, then exp(j delta shift).
-
-    The sines and cosines come from two sine calls and one cosine call on the
-    arguments stacked ``[3 or 4, ...]`` (each numpy call costs about 1 µs on
-    the fit's small arrays; this took 13 calls, and 5 more for the shift),
-    with no row computed that is not used (the sines and cosines are most of
-    the fit's per-window cost).  The values are those of the
-    one-call-per-term form, bit for bit (the same float32 products; checked
-    on every window of the benchmark and accuracy material), but for an
-    offset within 1e-12 of 0, which keeps its sign.  numpy's float32 sin/cos
-    are vectorised where its complex exp is not (about 30x slower per
-    element).
-    """
-    # |delta| at least _TINY (0/0 otherwise); abs, maximum and copysign cost half
-    # of np.where here (about 2.5 µs)
-    d: F32 = np.abs(delta)
-    np.maximum(d, _TINY, out=d)
-    np.copysign(d, delta, out=d)
-    angle = np.multiply(_angle_scales(length, shift, d.ndim), d)
-    ratio = np.sin(angle[:2])
-    np.divide(ratio[0], ratio[1], out=ratio[0])
-    # exp(j (length-1)/2 delta) and exp(j shift delta)
-    units = np.empty(angle[2:].shape, dtype=np.complex64)
-    np.cos(angle[2:], out=units.real)
-    np.sin(angle[2:], out=units.imag)
-    units[0] *= ratio[0]
-    return units if shift else units[0]
+def _gather_base(n: int) -> npt.NDArray[np.intp]:
+    """``[2, n]``: flat index of window k's bin 0 (low group) and bin 4 (high group)
+    in an ``[8, n]`` array raveled."""
+    base: npt.NDArray[np.intp] = np.arange(n)[None, :] + np.array([[0], [4 * n]])
+    return base
 
 
 # digit code (index in DIGITS) for low row r, high column c
-_DIGIT_CODE: Final = np.array(
-    [[DIGITS.index(KEYPAD[r][c]) for c in range(4)] for r in range(4)], dtype=np.int8
+_PAIR_CODE: Final = np.array(
+    [DIGITS.index(KEYPAD[r][c]) for r in range(4) for c in range(4)], dtype=np.int8
 )
+"""Digit code (index in DIGITS) per tone pair ``low * 4 + high``."""
 
 
 class InbandDetector:
@@ -386,9 +455,33 @@ class InbandDetector:
         self._flag_share = self._gate_start / _BOUND_MARGIN
         self._gate_normal = 10.0 ** ((p.normal_twist_db + 6.5) / 10.0)
         self._gate_reverse = 10.0 ** ((p.reverse_twist_db + 6.5) / 10.0)
+        self._gate_twist = np.array(
+            [self._gate_normal, self._gate_reverse], dtype=np.float32
+        ).reshape(2, 1, 1)
         self._normal_twist = 10.0 ** (p.normal_twist_db / 10.0)
         self._reverse_twist = 10.0 ** (p.reverse_twist_db / 10.0)
         self._relative_peak = 10.0 ** (p.relative_peak_db / 10.0)
+        # The tone fit's checks as limits on ratios of the fitted amplitudes A
+        # (row order: see _classify; amplitudes there are 2 |A|, |A| * WINDOW being
+        # a full-window bin's magnitude): a window is strict when every ratio is
+        # within its strict limit, weak within the weak ones (no limit on twist
+        # and level).  One comparison and one reduction each, where the checks
+        # one by one took about 15 numpy calls.
+        peak = WINDOW / math.sqrt(self._relative_peak)
+        strict = [
+            p.max_deviation,
+            p.max_deviation,
+            peak,
+            peak,
+            HALF / p.min_tone_share,
+            math.sqrt(self._normal_twist),
+            math.sqrt(self._reverse_twist),
+            HALF / math.sqrt(self._level),
+            HALF / math.sqrt(self._level),
+        ]
+        weak = [p.hold_deviation, p.hold_deviation, peak, peak, HALF / p.hold_tone_share]
+        weak += [math.inf] * 4
+        self._limits = np.array([strict, weak], dtype=np.float32)[:, :, None]
 
     # -- detection -------------------------------------------------------
 
@@ -489,24 +582,27 @@ class InbandDetector:
             return self._run_machine(
                 busy, strict, strict, np.zeros(shape + (2,), np.float32), buf_start
             )
-        cand_slot, cand_window, s_code, w_code, offs = windows
-        # busy: slots holding or tracking a digit, and idle slots with a strict
-        # window (an idle slot ignores weak ones: IDLE + NONE changes nothing)
-        nonidle[cand_slot[s_code >= 0]] = True
-        busy = np.flatnonzero(nonidle)
-        keep = (w_code >= 0) & nonidle[cand_slot]
-        cand_slot, cand_window = cand_slot[keep], cand_window[keep]
-        if busy.size == 0:
-            return []
-        row = np.searchsorted(busy, cand_slot)
-        shape = (busy.size, n_halves)
+        cand_row, cand_window, s_code, w_code, offs = windows
+        # Every window's results on the second pass's slots (rows of `slots`), then
+        # the busy rows: slots holding or tracking a digit (all of them are among
+        # `slots`), and idle slots with a strict window (an idle slot ignores weak
+        # ones: IDLE + NONE changes nothing).  14 numpy calls where mapping the
+        # candidates onto the busy slots (searchsorted, filtering) took 18.
+        shape = (slots.size, n_halves)
         strict = np.full(shape, -1, dtype=np.int8)
         weak = np.full(shape, -1, dtype=np.int8)
         offsets = np.zeros(shape + (2,), dtype=np.float32)
-        strict[row, cand_window] = s_code[keep]
-        weak[row, cand_window] = w_code[keep]
-        offsets[row, cand_window] = offs[keep]
-        return self._run_machine(busy, strict, weak, offsets, buf_start)
+        strict[cand_row, cand_window] = s_code
+        weak[cand_row, cand_window] = w_code
+        offsets[cand_row, cand_window] = offs
+        busy_row = nonidle[slots]
+        busy_row[cand_row[s_code >= 0]] = True
+        busy = slots[busy_row]
+        if busy.size == 0:
+            return []
+        return self._run_machine(
+            busy, strict[busy_row], weak[busy_row], offsets[busy_row], buf_start
+        )
 
     def _front_end(self, samples: npt.NDArray[Any], lo: int, spec: F32, stats: F32) -> None:
         """Half-window DFT values, energies and group peak magnitudes of slots ``lo:lo+rows``.
@@ -527,11 +623,13 @@ class InbandDetector:
         flat = halves.reshape(-1, HALF)
         part = spec[lo:hi].reshape(-1, 16)
         np.matmul(flat, _TABLE_T, out=part)
-        # energies: squares summed by a matrix-vector product (faster than einsum here)
-        squared = self._scratch("squared", halves.shape)
-        np.square(halves, out=squared)
+        # energies: squares summed by a matrix-vector product (faster than einsum
+        # here), squared in place (the samples are not needed after the product):
+        # no second block-sized buffer through the caches, 4-5 % of a tick at
+        # 1 000 channels (823 -> 781 µs, per-tick minima of an A/B), 2 % at 10 000
+        np.square(halves, out=halves)
         energy = self._scratch("energy", (rows, n_halves))
-        np.matmul(squared.reshape(-1, HALF), _ONES, out=energy.reshape(-1))
+        np.matmul(flat, _ONES, out=energy.reshape(-1))
         np.copyto(stats[0, 1:, lo:hi], energy.T)
         # |X| of the 8 tones straight from the complex64 view (one hypot call), then
         # each group's peak over [rows * halves, 2] strided columns, then one
@@ -555,8 +653,9 @@ class InbandDetector:
 
         ``full`` is ``[8, 1 + halves, slots]`` half-window DFT values,
         ``energy`` ``[halves, slots]`` the windows' energies.  Returns, for
-        each window passing the pre-checks, its slot, its index, the strict
-        and weak digit codes and the tones' offsets; None when none does.
+        each window passing the pre-checks, its slot's index in ``slots``, its
+        index, the strict and weak digit codes and the tones' offsets; None when
+        none does.
         """
         # [2, 8, halves, slots]: each window's first half, and its second half rotated
         # to the window's phase reference (the window is their sum); one array, so
@@ -567,109 +666,162 @@ class InbandDetector:
         window_value = pair[0] + pair[1]
         power = np.square(window_value.real)
         power += np.square(window_value.imag)
-        low_max, high_max = power.reshape((2, 4) + power.shape[1:]).max(axis=1)
+        # [2, halves, slots]: each group's largest bin power
+        maxima = np.maximum.reduce(power.reshape((2, 4) + power.shape[1:]), axis=1)
+        low_max, high_max = maxima
         # Cheap pre-checks on the raw bins, loose enough never to drop a window
         # the full checks would accept (a 2.5 % offset costs the raw bin up to
         # 4.3 dB, cross-group leakage 2 dB): the strict bound for idle slots,
-        # the hold bound for slots with a confirmed digit.
+        # the hold bound for slots with a confirmed digit.  Both groups' level
+        # in one minimum and both twist bounds in one product (12 numpy calls,
+        # were 15; the same float operations, so the same windows).
         holding = self._state[slots] >= _ACTIVE
-        gate = (low_max > self._level) & (high_max > self._level)
+        gate = np.minimum(low_max, high_max) > self._level
         gate &= (low_max + high_max) > np.where(holding, self._gate_hold, self._gate_start) * energy
-        gate &= holding | (
-            (low_max < high_max * self._gate_normal) & (high_max < low_max * self._gate_reverse)
-        )
+        # low < high * normal and high < low * reverse
+        twist = np.multiply(maxima[::-1], self._gate_twist) > maxima
+        twist_ok = twist[0] & twist[1]
+        twist_ok |= holding
+        gate &= twist_ok
         window, row = np.nonzero(gate)
         if row.size == 0:
             return None
+        # the powers window-major ([n, 8]): the fit's argmax over each group's 4 bins
+        # then runs on contiguous rows (2.5 µs, against 7.5 on [2, 4, n])
         s_code, w_code, offs = self._classify(
-            power[:, window, row], energy[window, row], pair[:, :, window, row]
+            power.transpose(1, 2, 0)[window, row], energy[window, row], pair[:, :, window, row]
         )
-        return slots[row], window, s_code, w_code, offs
+        return row, window, s_code, w_code, offs
 
     def _classify(self, pw: F32, tot: F32, pair: C64) -> tuple[I8, I8, F32]:
         """Full checks on the gated windows: strict digit, weak digit (-1 for none), offsets.
 
-        The offsets are the signed relative frequency offsets of the two tones,
-        ``[candidates, 2]``: the digit machine uses them to tell a steady tone
-        pair from a sweep passing through one.  ``pair`` is ``[2, 8, n]``: the
-        windows' first halves and their rotated second halves.
+        ``pw`` is ``[n, 8]``: the windows' bin powers; ``pair`` ``[2, 8, n]``: the
+        windows' first halves and their rotated second halves.  The offsets are
+        the signed relative frequency offsets of the two tones, ``[n, 2]``: the
+        digit machine uses them to tell a steady tone pair from a sweep passing
+        through one.
 
         The two winning tones are fitted as sinusoids: each one's frequency
         from the phase step between the window's halves, its complex
         amplitude from the two halves together, and what each tone leaks
-        into the other's bins (the rectangular window's sidelobes, -20 dB at
-        the nearest cross-group distance) is subtracted before re-estimating.
-        Twist, level and the relative-peak test then use the fitted
-        amplitudes and the residual, not the raw bins: with 8 dB of twist the
-        louder tone's sidelobe alone moves the weaker tone's raw bin by
-        ±2 dB and its phase step by ±10 Hz, which is what makes spandsp miss
-        tones at the twist and deviation limits.
+        into the other's bins (the rectangular window's sidelobes, -17 dB in
+        a half at the nearest cross-group distance) is subtracted before
+        re-estimating.  Twist, level and the relative-peak test then use the
+        fitted amplitudes and the residual, not the raw bins: with 8 dB of
+        twist the louder tone's sidelobe alone moves the weaker tone's raw bin
+        by ±2 dB and its phase step by ±10 Hz, which is what makes spandsp
+        miss tones at the twist and deviation limits.
+
+        Cost.  About 90 windows a tick reach this at 1 000 channels, and on so
+        few a numpy call costs 0.5-3 µs whatever its size (in the tick, after
+        the first pass has evicted the caches) while the sines and arctangents
+        themselves take under 0.01 µs a window: the fit's cost is its number of
+        numpy calls, and it is written for few (about 75, was about 140; 180-190 →
+        105 µs per tick on the benchmark's windows, alone; the fitted offsets
+        agree with the previous fit's to 1e-6 in the median):
+
+        - phase reference at each half's centre (:func:`_build_table`): a tone's
+          response in a half is real, no sines and cosines of its phase;
+        - amplitudes from magnitudes, ``2 A = a (|a| + |b|) / (|a| S(d))`` and
+          ``2 A exp(j 51 d) = b (|a| + |b|) / (|b| S(d))``: no unit phase steps
+          and no slow mixed complex-real calls (2.3 µs against 0.6);
+        - a first leakage estimate from constants (each tone as if at its
+          nominal frequency), so two fit iterations do what three from the raw
+          bins did (two calls in place of one iteration's 20);
+        - every per-pair constant from one gather of :data:`_PAIR_TABLE`;
+        - the checks as ratios against one row of strict and one of weak limits
+          (4 calls where the checks one by one took about 15).
         """
-        p = self.parameters
-        pick = np.arange(tot.size)
-        # [2, n]: the low then the high winning tone of each window (written in
-        # place: np.stack costs about 4 µs a call, more than the argmax)
-        tones = np.empty((2, tot.size), dtype=np.intp)
-        np.argmax(pw[:4], axis=0, out=tones[0])
-        np.argmax(pw[4:], axis=0, out=tones[1])
-        tones[1] += 4
-        row, col = tones
-        # [2, 2, n]: the two halves' values (a, then b) of the low and the high tone
-        raw = pair[:, tones, pick]
-        ab = raw.copy()
-        a, b = ab[0], ab[1]
-        nominal = _OMEGA32[tones]
-        # [2, 2, n]: each tone's own offset, and the other tone's offset from its bin
-        offset = np.empty((2,) + nominal.shape, dtype=np.float32)
-        delta, cross = offset[0], offset[1]
-        half = np.float32(HALF)
-        for _ in range(3):
-            # phase step from the first half to the second: angle of conj(a) * b
-            u = a.conj() * b
-            np.divide(np.arctan2(u.imag, u.real), half, out=delta)
-            fit_omega = nominal + delta
-            np.subtract(fit_omega[::-1], nominal, out=cross)
-            # the response to both offsets, and exp(j HALF cross) for the second half
-            response, shift = _response(offset, HALF, HALF)
-            # (a + b e^{-j step}) / 2 = (c/2) D51(delta), c/2 the half amplitude; with
-            # e^{-j step} = conj(u) / |u|, b e^{-j step} = a |b| / |a|
+        n = tot.size
+        # [2, n]: the winning bin of each group (0-3), and the tone pair
+        best = np.argmax(pw.reshape(n, 2, 4), axis=2).T
+        pair_id = best[0] * 4
+        pair_id += best[1]
+        gathered = _PAIR_TABLE[pair_id]  # [n, columns]; constant [k, n] views:
+        const = gathered.T
+        inv_step = const[slice(*_COLUMNS["inv_step"])]
+        sine_offset = const[slice(*_COLUMNS["sine_offset"])].reshape(2, 2, 2, n)
+        bin_offset = const[slice(*_COLUMNS["bin_offset"])].reshape(2, 2, 8, n)
+        others = const[slice(*_COLUMNS["others"])]
+        lo, hi = _COLUMNS["first_leak"][0], _COLUMNS["bin_turn"][1]
+        const_c = gathered[:, lo:hi].view(np.complex64).T
+        first_leak = const_c[0:4].reshape(2, 2, n)
+        leak_scale = const_c[4:8].reshape(2, 2, n)
+        bin_turn = const_c[8:24].reshape(2, 8, n)
+        # [2 halves, 2 tones, n]: the winning bins' values
+        index = best * n
+        index += _gather_base(n)
+        raw = np.take(pair.reshape(2, 8 * n), index, axis=1)
+        # first estimate: without each tone's leakage as a tone at its nominal
+        # frequency would leak, from the other tone's bins (two calls, where a
+        # first estimate from the raw bins took one fit iteration)
+        ab = np.multiply(first_leak, raw[:, ::-1])
+        np.subtract(raw, ab, out=ab)
+        # step[0]: each tone's phase step (51 times its offset from its bin),
+        # step[1]: the other tone's
+        step = np.empty((2, 2, n), dtype=np.float32)
+        for k in range(_FIT_ITERATIONS):
+            u = np.conjugate(ab[0])
+            u *= ab[1]
+            np.arctan2(u.imag, u.real, out=step[0])
+            np.copyto(step[1], step[0, ::-1])
+            # [2, 2, n]: S(d) of the own and the cross offsets
+            sines = np.multiply(_SINE_SCALES, step)
+            sines += sine_offset
+            np.sin(sines, out=sines)
+            response = np.divide(sines[0], sines[1])
+            # a + b exp(-j 51 d) = 2 A S(d), and b + a exp(j 51 d) = 2 A exp(j 51 d)
+            # S(d): each half's value times (|a| + |b|) / (|that half| S(d)), in real
+            # numbers (no unit phase steps, no mixed complex-real calls)
             size = np.abs(ab)
-            abs_a = np.maximum(size[0], _TINY, out=size[0])
-            scale = (abs_a + size[1]) / abs_a
-            amp = a * scale / (np.float32(2.0) * response[0])
-            # each tone's bins without the other tone's leakage (row 1 - i leaks into row i)
-            leak = amp[::-1] * response[1]
-            np.subtract(raw[0], leak, out=a)
-            np.subtract(raw[1], leak * shift[1], out=b)
-        # residual in all 8 bins ([8, n]) after removing both fitted tones (full window)
-        fitted = (
-            amp[:, None] * _response(fit_omega[:, None, :] - _OMEGA32[None, :, None], WINDOW)
-        ).sum(axis=0)
-        residual = pair[0] + pair[1] - fitted
-        other = np.square(residual.real)
-        other += np.square(residual.imag)
-        other[tones, pick] = 0.0
-        # a fitted tone's bin value over the full window would be (c/2) * WINDOW
-        bin_power = (amp.real * amp.real + amp.imag * amp.imag) * np.float32(WINDOW**2)
-        bin_low, bin_high = bin_power[0], bin_power[1]
-        peaks_ok = (other.reshape(2, 4, -1).max(axis=1) * self._relative_peak <= bin_power).all(
-            axis=0
-        )
-        offsets = (fit_omega / nominal - np.float32(1.0)).T
-        dev = np.abs(offsets).max(axis=1)
-        twist_ok = (bin_low <= bin_high * self._normal_twist) & (
-            bin_high <= bin_low * self._reverse_twist
-        )
-        share = (bin_low + bin_high) / (self._share_scale * np.maximum(tot, np.float32(1e-9)))
-        level_ok = bin_power.min(axis=0) >= self._level
-        code = _DIGIT_CODE[row, col - 4]
-        is_strict = (
-            peaks_ok & level_ok & twist_ok & (dev <= p.max_deviation) & (share >= p.min_tone_share)
-        )
-        is_weak = peaks_ok & (dev <= p.hold_deviation) & (share >= p.hold_tone_share)
-        strict_code: I8 = np.where(is_strict, code, np.int8(-1))
-        weak_code: I8 = np.where(is_weak | is_strict, code, np.int8(-1))
-        return strict_code, weak_code, np.ascontiguousarray(offsets)
+            np.maximum(size, _TINY, out=size)
+            total = size[0] + size[1]
+            size *= response[0]
+            scale = np.divide(total, size)
+            if k == _FIT_ITERATIONS - 1:
+                break
+            # each tone's bins without the other's leakage: 2 A_j S(x) / 2 in the first
+            # half, 2 A_j exp(j 51 d_j) S(x) exp(j 51 (w_j - w_i)) / 2 in the second
+            scale = scale[:, ::-1] * response[1]
+            leak = np.multiply(ab[:, ::-1], scale)
+            leak *= leak_scale
+            ab = np.subtract(raw, leak, out=leak)
+        # [2 halves, 2 tones, n]: 2 A and 2 A exp(j 51 d)
+        amp = np.multiply(ab, scale)
+        # residual in the 8 bins of the full window after removing both fitted tones:
+        # tone i gives bin m S(d) (A + A exp(j 51 d) exp(j 51 (w_i - w_m))), d = w_i - w_m
+        sines_bins = np.multiply(_SINE_SCALES, step[0][:, None, :])
+        sines_bins = np.add(bin_offset, sines_bins)
+        np.sin(sines_bins, out=sines_bins)
+        response_bins = np.divide(sines_bins[0], sines_bins[1])  # [2, 8, n]
+        fitted = np.multiply(bin_turn, amp[1][:, None, :])
+        fitted += amp[0][:, None, :]
+        fitted *= response_bins
+        residual = pair[0] + pair[1]
+        residual *= np.float32(2.0)
+        residual -= fitted[0]
+        residual -= fitted[1]
+        other = np.abs(residual)
+        other *= others
+        # ratios that must stay at or below a limit (_set_thresholds): each tone's
+        # |offset|, each group's largest other bin over the tone, window energy over
+        # the tones', the two twists, 1 over each tone's amplitude (level); |2 A| is
+        # (|a| + |b|) / S(d)
+        ratios = np.empty((9, n), dtype=np.float32)
+        offsets = np.empty((n, 2), dtype=np.float32)
+        np.multiply(step[0], inv_step, out=offsets.T)
+        np.abs(offsets.T, out=ratios[0:2])
+        tone = np.divide(total, response[0])
+        np.divide(np.maximum.reduce(other.reshape(2, 4, n), axis=1), tone, out=ratios[2:4])
+        power = np.square(tone)
+        np.divide(tot, power[0] + power[1], out=ratios[4])
+        np.divide(tone, tone[::-1], out=ratios[5:7])
+        np.reciprocal(tone, out=ratios[7:9])
+        # [2, n]: strict, then weak: every ratio within its limit
+        passed = (ratios <= self._limits).all(axis=1)
+        codes: I8 = np.where(passed, _PAIR_CODE[pair_id], np.int8(-1))
+        return codes[0], codes[1], offsets
 
     def _run_machine(
         self,

@@ -15,7 +15,7 @@ import siggen
 from switch.dtmf import inband
 from switch.dtmf.events import InbandToneEnded, InbandToneStarted
 from switch.dtmf.inband import InbandDetector
-from switch.dtmf.tones import DIGITS
+from switch.dtmf.tones import DIGITS, HIGH_GROUP_HZ, LOW_GROUP_HZ
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,33 @@ def test_table_rows_the_machine_shortcuts_rely_on() -> None:
     assert inband.TRANSITIONS[(S.IDLE, W.NONE)] == (S.IDLE, nothing)
     assert inband.TRANSITIONS[(S.ACTIVE, W.SAME)] == (S.ACTIVE, nothing)
     assert inband.TRANSITIONS[(S.GAP, W.SAME)] == (S.ACTIVE, nothing)
+
+
+def test_tone_fit_offsets_under_twist_and_deviation_together() -> None:
+    """The tone fit's frequency offsets stay within 0.5 % of the truth when both tones
+    are off nominal (±1.5 %) and the twist is at the limits that must be accepted (8 dB
+    normal, 4 dB reverse): the leakage between the tones is removed.  (Two fit
+    iterations reach 0.46 %, the error left by the images at negative frequencies the
+    fit does not model; one reaches 0.62 %.)"""
+    rng = np.random.default_rng(0)
+    n = 2000
+    low, high = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    dev = rng.choice([-0.015, 0.0, 0.015], (n, 2))
+    twist = rng.choice([-4.0, 0.0, 8.0], n)
+    f = np.stack([np.array(LOW_GROUP_HZ)[low], np.array(HIGH_GROUP_HZ)[high]], axis=1)
+    f = f * (1.0 + dev)
+    amp = 4000.0 * 10.0 ** (np.stack([twist, -twist], axis=1) / 40.0)
+    t = np.arange(inband.WINDOW) / 8000.0
+    phase = rng.uniform(0.0, 2.0 * np.pi, (n, 2, 1))
+    x = (amp[:, :, None] * np.cos(2.0 * np.pi * f[:, :, None] * t + phase)).sum(axis=1)
+    halves = x.reshape(2 * n, inband.HALF).astype(np.float32)
+    spec = (halves @ inband._TABLE_T).view(np.complex64).reshape(n, 2, 8)
+    pair = np.empty((2, 8, n), dtype=np.complex64)
+    pair[0] = spec[:, 0].T
+    pair[1] = (spec[:, 1] * inband._ROTATION[:, 0, 0]).T
+    window = pair[0] + pair[1]
+    power = np.ascontiguousarray((window.real**2 + window.imag**2).T)
+    energy = (halves.reshape(n, inband.WINDOW) ** 2).sum(axis=1)
+    strict, _, offsets = InbandDetector(capacity=1)._classify(power, energy, pair)
+    assert (strict >= 0).all()
+    assert np.abs(offsets - dev).max() < 0.005
