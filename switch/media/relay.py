@@ -15,8 +15,11 @@ the elapsed time (at least one 20 ms frame), with the marker bit set on that
 first packet (RFC 3551 §4.1: the receiver resynchronises its playout point).
 
 Nothing else happens per packet: no logging, no metrics calls (the engine
-sums the ints on its tick), no decoding (payloads of tapped legs are appended
-to per-codec lists; the tick decodes them, batched over legs).
+sums the ints once a second), no decoding (payloads of tapped legs are
+appended to per-codec lists; the tick decodes them, batched over legs).  A
+tapped leg's first packet of a tick puts the leg on the engine's ``pending``
+list, so the tick visits only the legs that received something: a silent,
+held or signalling-only leg costs the tick nothing.
 
 DTMF feature codes (docs/MEDIA-API.md "Digit gate").  A leg whose keypad may
 start a feature code has a *gate*: a 256-entry table by RFC 4733 §3.2 event
@@ -47,10 +50,13 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from switch.media.rtp import HEADER, REWRITE, payload_bounds
 from switch.media.stats import SourceStats
+
+if TYPE_CHECKING:
+    from switch.media.engine import MediaLeg
 
 __all__ = ["FRAME_SAMPLES", "PLAYER_SOURCE", "TelephoneEventRecord"]
 
@@ -152,13 +158,14 @@ class _RtpReceiver(asyncio.DatagramProtocol):
 
     __slots__ = ("alaw", "candidate", "candidate_count", "candidate_mark", "events", "gate",
                  "held_events", "held_ts", "holding", "ignored", "last_rx", "latched",
-                 "malformed", "muted", "octets", "on_closed", "on_latch", "out", "packets",
-                 "rate", "relatch_packets", "sender", "silence", "source", "tap_bufs",
-                 "te_pt", "transport", "ulaw")
+                 "malformed", "muted", "octets", "on_closed", "on_latch", "out", "owner",
+                 "packets", "pending", "queued", "rate", "relatch_packets", "sender",
+                 "silence", "source", "tap_bufs", "te_pt", "transport", "ulaw")
 
     def __init__(self, sender: _Sender, relatch_packets: int,
                  on_latch: Callable[[tuple[str, int]], None],
-                 on_closed: Callable[[], None]) -> None:
+                 on_closed: Callable[[], None],
+                 pending: list[MediaLeg] | None = None) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.on_closed = on_closed
         self.sender = sender                      # this leg's own output (latching updates it)
@@ -181,6 +188,13 @@ class _RtpReceiver(asyncio.DatagramProtocol):
         self.ulaw: list[bytes] = []
         self.alaw: list[bytes] = []
         self.events: list[TelephoneEventRecord] = []
+        # the tick visits only tapped legs that received something: the first packet
+        # buffered since the last tick appends ``owner`` to the engine's ``pending``
+        # (measured: looping over every tapped leg each tick was 5-7 % of the engine
+        # under 300 signalling-only calls/s, where no leg ever buffers anything)
+        self.owner: MediaLeg | None = None
+        self.pending: list[MediaLeg] = [] if pending is None else pending
+        self.queued = False
         # the digit gate (module docstring); None: feature codes off, no per-packet work
         self.gate: bytes | None = None
         self.holding = False
@@ -263,6 +277,9 @@ class _RtpReceiver(asyncio.DatagramProtocol):
 
         bufs = self.tap_bufs
         if bufs is not None:
+            if not self.queued and self.owner is not None:
+                self.queued = True
+                self.pending.append(self.owner)
             if pt == self.te_pt:
                 self.events.append((data[start:end], ssrc, ts, bool(second & 0x80), now))
             else:

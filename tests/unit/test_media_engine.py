@@ -482,6 +482,37 @@ async def test_taps_get_decoded_audio_and_telephone_events(engine: MediaEngine,
     assert tap.samples() == 480
 
 
+async def test_tick_visits_only_tapped_legs_that_received_something(
+        phones: list[Phone]) -> None:
+    """A silent (held, signalling-only) tapped leg costs the tick nothing: the relay
+    queues a leg on its first packet of a tick, and the tick looks at those only."""
+    lo, hi = free_range(3)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, tick_interval=3600)
+    await eng.start()                                  # no timer tick during the test
+    pa, pb, pc = phones[:3]
+    a, b = await bridged_pair(eng, pa, pb)
+    c = await eng.open_leg("c")
+    eng.configure(c, config(pc))
+    tap = RecordingTap()
+    for leg in (a, b, c):
+        eng.add_tap(leg, tap)
+    assert eng._pending == []
+    for _ in range(3):
+        pa.send(a)
+        await pb.recv()
+    assert eng._pending == [a]                         # once, however many packets
+    eng.tick(time.monotonic())
+    assert eng._pending == [] and tap.samples() == 480 and tap.tick_ends == 1
+    eng.tick(time.monotonic())                         # nothing received: nothing visited
+    assert eng._pending == [] and tap.samples() == 480 and tap.tick_ends == 2
+    pc.send(c)
+    await until(lambda: c.stats.packets_in == 1)
+    eng.remove_tap(c, tap)                             # untapped before the tick
+    eng.tick(time.monotonic())
+    assert tap.samples() == 480 and not c._rx.queued
+    await eng.stop()
+
+
 async def test_pcma_tap_on_a_leg_whose_first_codec_is_pcma(engine: MediaEngine,
                                                            phones: list[Phone]) -> None:
     pa = phones[0]
