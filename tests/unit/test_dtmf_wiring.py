@@ -303,13 +303,38 @@ def test_slot_given_back_after_a_silence_and_taken_again_on_audio() -> None:
     rig.play({"a": tones("1")}, extra_ticks=0)
     assert rig.wiring._detector.channels == 1 and rig.bus.digits("a") == "1"
     runs = rig.wiring.detector_runs
-    for _ in range(60):                                     # > 1 s without audio
+    for _ in range(100):                                    # 2 s without audio
         rig.now += TICK
         rig.engine.tick(rig.now)
     assert rig.wiring._detector.channels == 0 and rig.wiring._legs["a"].slot is None
     assert rig.wiring.detector_runs - runs <= 12             # the tail of zeros only
     rig.play({"a": tones("23", seed=3)})
     assert rig.bus.digits("a") == "123"
+
+
+def test_burst_keeps_only_the_newest_cushion_and_detection_goes_on() -> None:
+    """A burst (a stalled loop) longer than the cushion drops its oldest samples; the
+    ring's compactions (every few hundred ms) do not disturb detection."""
+    rig = Rig()
+    rig.wiring.leg_media_configured(make_leg("a"), TE_CONFIG)
+    silence = np.zeros(160, dtype=np.int16)
+    for _ in range(40):                                     # compactions on a live row
+        rig.now += TICK
+        rig.engine.tick(rig.now, {"a": silence})
+    seven = tones("7")
+    on = np.flatnonzero(seven)
+    seven = seven[on[0]:on[-1] + 1]                         # the 70 ms tone alone
+    assert seven.size <= 800
+    burst = np.concatenate([tones("1"), np.zeros(2400, dtype=np.int16), seven,
+                            np.zeros(160, dtype=np.int16)])
+    rig.now += TICK
+    rig.engine.tick(rig.now, {"a": burst})
+    for _ in range(10):
+        rig.now += TICK
+        rig.engine.tick(rig.now, {"a": silence})
+    assert rig.bus.digits("a") == "7"                       # the "1" was older than 100 ms
+    rig.play({"a": tones("89", seed=5)})
+    assert rig.bus.digits("a") == "789"
 
 
 # --- RFC 4733 ------------------------------------------------------------------------
