@@ -37,10 +37,11 @@ tick read past (a late packet) just continues where the tick is (the
 detector saw zeros meanwhile), and one starved for good (hold, the phone
 stopped sending; ``_STARVED_TICKS``) builds its cushion again; a cushion
 that grows past ``_MAX_CUSHION`` (sender clock drift, a burst after a loop
-stall) drops its oldest samples.  Measured (1 000 legs each sending 20 ms a
-tick, fake time, wiring alone): 2.5 ms a tick with a numpy array queued per
-leg and copied into a fresh block on the tick, 0.8 ms with the ring — the
-rest being one slice assignment per leg and the detector itself.
+stall) drops its oldest samples.  Measured (bench/bench_media_costs.py:
+1 000 legs each sending 20 ms a tick, fake time, wiring alone): 3.2–3.6 ms
+a tick with a numpy array queued per leg and copied into a fresh block on
+the tick, 1.2–1.6 ms with the ring — the rest being one slice assignment
+per leg and the detector itself (~0.5 ms).
 
 Timers: the receivers' end-of-event timeout and the matchers' inter-digit
 timeout run on the tick's ``now`` in ``on_tick_end`` — never ``asyncio.sleep`` —
@@ -139,12 +140,13 @@ _RELEASE_TICKS: Final = 50
 """Ticks (1 s) without audio after which a leg gives its detector slot back.
 
 Measured under 300 signalling-only calls/s (SIPp sends SDP, no RTP): a slot
-taken per leg at configure time (numpy resets, ``flatnonzero``) and the
-per-tick loop and ``[capacity, n]`` block over every slot were ~10 % of the
-engine.  A slot is now taken on a leg's first audio and given back after
-this silence — long after any tone in progress has ended on the zeros the
-starved row is fed (``_IDLE_DETECTOR_TICKS``) — so a signalling-only or held
-leg costs the detector nothing."""
+taken per leg at configure time (numpy resets, ``flatnonzero``; with the
+matcher and collector, 3.5 % of the engine's samples) and the per-tick loop
+and ``[capacity, n]`` block over every slot (2.8 %).  A slot is now taken on
+a leg's first audio and given back after this silence (checked every half of
+it) — long after any tone in progress has ended on the zeros the starved row
+is fed (``_IDLE_DETECTOR_TICKS``) — so a signalling-only or held leg costs
+the detector nothing."""
 
 _INFO_DURATION_MS: Final = 100
 """``Duration=`` of an INFO for a digit whose length switch does not know."""

@@ -18,16 +18,17 @@ tick
    but received none for ``inactivity_timeout`` (``MediaTimedOut``);
 4. once a second, adds the packets counted since to
    ``switch_rtp_packets_total`` (summing every leg's counters on each 20 ms
-   tick was 3-4 % of the engine under 300 signalling-only calls/s; once a
-   second it is noise, and a scrape is at most a second behind; ``stop``
-   flushes).
+   tick was 1.3 % of the engine's py-spy samples under 300 signalling-only
+   calls/s; once a second it is noise, and a scrape is at most a second
+   behind; ``stop`` flushes).
 
 The per-packet path is in relay.py.
 
 Recycled port pairs.  Binding a pair and wrapping both sockets in asyncio
-endpoints, then closing them at the end of the leg, cost ~45 µs per leg
-with uvloop (~85 µs with the stdlib loop) — with two legs a call, ~6 % of
-the engine under 300 signalling-only calls/s.  So ``close_leg`` keeps the
+endpoints, then closing them at the end of the leg, made opening,
+configuring and closing a leg cost 65–85 µs with uvloop (18–23 µs with a
+recycled pair; bench/bench_media_costs.py) — with two legs a call, 4.3 % of
+the engine's samples under 300 signalling-only calls/s.  So ``close_leg`` keeps the
 two sockets bound and open and hands them to a ``QuarantineReceiver``,
 which drops whatever still arrives; ``open_leg`` gives such a pair a new
 receiver (``transport.set_protocol``) instead of binding one — but only
