@@ -484,6 +484,8 @@ class MediaEngine:
         """The oldest spare pair that has been quiet for ``port_quarantine`` seconds
         (``force``: the oldest one whatever its state)."""
         spares = self._spares
+        while spares and (spares[0].rtp.is_closing() or spares[0].rtcp.is_closing()):
+            self._close_spare(spares.popleft())      # a socket error closed it under us
         if not spares:
             return None
         if force:

@@ -247,6 +247,24 @@ async def test_recycled_pair_never_relays_the_previous_calls_stray_packets(
     await eng.stop()
 
 
+async def test_recycled_pair_closed_under_us_goes_back_to_the_pool(
+        phones: list[Phone]) -> None:
+    lo, hi = free_range(1)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, port_quarantine=0)
+    await eng.start()
+    a = await eng.open_leg("a")
+    eng.close_leg(a)
+    (spare,) = eng._spares
+    spare.rtp.close()                                   # as a socket error would
+    await until(lambda: not eng._releasing and not eng._spares)
+    assert eng.free_ports == 1
+    b = await eng.open_leg("b")                         # bound afresh
+    eng.configure(b, config(phones[0]))
+    phones[0].send(b)
+    await until(lambda: b.stats.packets_in == 1)
+    await eng.stop()
+
+
 async def test_ports_in_use_are_skipped() -> None:
     lo, hi = free_range(2)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
