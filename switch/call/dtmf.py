@@ -14,19 +14,34 @@ negotiated telephone-event PT), a ``FeatureMatcher`` (``[features]`` codes)
 and, for in-band detection, a slot of the one shared ``InbandDetector``.  The
 user's ``dtmf_mode`` picks the sources: ``auto`` all three, else only the one
 named (packets or bodies of another kind are ignored, INFO still answered 200).
+All four are made on first use — the collector and the matcher on the first
+digit, the receiver on the first telephone-event, the slot on the first
+audio — and the slot is given back after a second without audio
+(``_RELEASE_TICKS``): a leg that never sends anything (signalling-only
+calls, hold) costs a small record and the tap, nothing per tick.
 
 In-band, batched (DESIGN.md "Media and DTMF"): the media engine calls
-``on_audio`` per tapped leg per tick with that tick's decoded samples; they
-are only queued here.  At the end of the tick (``on_tick_end``) one
-``[capacity, n]`` block is filled, one row per in-band slot, and the detector
-runs **once** for all legs.  ``n`` follows the tick clock (samples of 8 kHz
-audio elapsed since the previous tick) so every row advances in real time.
-Packets do not arrive in step with the tick, so each slot keeps a playout
-cushion: it starts consuming once it has one frame (20 ms) more than the
-tick needs, a short tick is made up from the cushion, and a slot starved for
-good (hold, the phone stopped sending) is padded with silence and primes
-again; a cushion that grows past ``_MAX_CUSHION`` (sender clock drift, a
-burst after a loop stall) drops its oldest samples.
+``on_audio`` per tapped leg per tick with that tick's decoded samples; each
+slot's samples are written straight into its row of one ``[capacity,
+_RING]`` ring, and at the end of the tick (``on_tick_end``) the detector
+runs **once** for all legs on the ``[capacity, n]`` columns every row has
+reached — a view, no copy — (not at all once no row has had audio for
+``_IDLE_DETECTOR_TICKS``).  ``n`` follows the tick clock (samples of 8 kHz
+audio elapsed since the previous tick) so every row advances in real time;
+all rows share one read column, the columns read are zeroed for reuse, and
+the ring is compacted (live columns moved to the front) when the read
+column nears its end.  Packets do not arrive in step with the tick, so each
+slot keeps a playout cushion: a slot's audio starts one frame (20 ms) past
+the read column, so a short tick is made up from the cushion; a row the
+tick read past (a late packet) just continues where the tick is (the
+detector saw zeros meanwhile), and one starved for good (hold, the phone
+stopped sending; ``_STARVED_TICKS``) builds its cushion again; a cushion
+that grows past ``_MAX_CUSHION`` (sender clock drift, a burst after a loop
+stall) drops its oldest samples.  Measured (bench/bench_media_costs.py:
+1 000 legs each sending 20 ms a tick, fake time, wiring alone): 3.2–3.6 ms
+a tick with a numpy array queued per leg and copied into a fresh block on
+the tick, 1.2–1.6 ms with the ring — the rest being one slice assignment
+per leg and the detector itself (~0.5 ms).
 
 Timers: the receivers' end-of-event timeout and the matchers' inter-digit
 timeout run on the tick's ``now`` in ``on_tick_end`` — never ``asyncio.sleep`` —
@@ -107,17 +122,31 @@ DTMF_INFO_TYPES: Final = frozenset({"application/dtmf-relay", "application/dtmf"
 SAMPLE_RATE: Final = 8000
 _FRAME: Final = 160
 """20 ms: the cushion a slot builds before it starts consuming."""
+_RING: Final = 4096
+"""Columns of the audio ring (0.5 s): the cushions (at most ``_MAX_CUSHION`` +
+a frame) plus the columns read between two compactions."""
 _MAX_CUSHION: Final = 800
 """100 ms of audio left over after a tick at most."""
 _MAX_TICK_SAMPLES: Final = 4000
 """Half a second: a longer gap between ticks (a stalled loop) restarts the tick clock."""
 _STARVED_TICKS: Final = 5
+"""Ticks with nothing received after which a slot primes again."""
 # Ticks with no audio from any leg after which the detector is no longer run:
 # 200 ms of zeros is enough for any tone in progress to end (two agreeing
 # silent windows), and then a tick of only silent legs — signalling-only calls,
 # calls on hold — costs nothing but the loop over the slots.
 _IDLE_DETECTOR_TICKS: Final = 10
-"""Ticks with nothing received after which a slot primes again."""
+_RELEASE_TICKS: Final = 50
+"""Ticks (1 s) without audio after which a leg gives its detector slot back.
+
+Measured under 300 signalling-only calls/s (SIPp sends SDP, no RTP): a slot
+taken per leg at configure time (numpy resets, ``flatnonzero``; with the
+matcher and collector, 3.5 % of the engine's samples) and the per-tick loop
+and ``[capacity, n]`` block over every slot (2.8 %).  A slot is now taken on
+a leg's first audio and given back after this silence (checked every half of
+it) — long after any tone in progress has ended on the zeros the starved row
+is fed (``_IDLE_DETECTOR_TICKS``) — so a signalling-only or held leg costs
+the detector nothing."""
 
 _INFO_DURATION_MS: Final = 100
 """``Duration=`` of an INFO for a digit whose length switch does not know."""
@@ -178,18 +207,23 @@ class _Fed:
 
 @dataclass(slots=True)
 class _LegDtmf:
+    # Made per leg at configure time, so it is kept small: the collector, the
+    # matcher, the RFC 4733 receiver and the detector slot are made on first use
+    # (most calls never press a key; a signalling-only call never sends audio).
     leg: Leg
     mode: str
-    collector: DigitCollector
-    matcher: FeatureMatcher
+    collector: DigitCollector | None = None
+    matcher: FeatureMatcher | None = None
+    events: bool = False
+    """RFC 4733 is taken on the leg (its mode allows it and it negotiated telephone-event)."""
     receiver: TelephoneEventReceiver | None = None
     slot: int | None = None
     media: Any = None
     """The media handle the wiring is tapped on (None: not tapped)."""
-    queued: list[Int16] = field(default_factory=list)
-    cushion: Int16 = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
-    primed: bool = False
-    starved: int = 0
+    write: int = 0
+    """Ring column after the slot's last sample."""
+    fed_tick: int = -_STARVED_TICKS - 1
+    """Tick number of the slot's last audio."""
     te_pt: int | None = None
     """The leg's negotiated telephone-event PT (how digits are passed on to it)."""
     fed: list[_Fed] = field(default_factory=list)
@@ -213,6 +247,11 @@ class _LegDtmf:
     @property
     def info(self) -> bool:
         return self.mode in ("auto", "info")
+
+    @property
+    def held(self) -> str:
+        """Digits the feature matcher holds ("" before the first digit)."""
+        return self.matcher.held if self.matcher is not None else ""
 
 
 class DtmfWiring:
@@ -240,6 +279,13 @@ class DtmfWiring:
         """Legs whose digit gate / mute is pushed to the relay at the end of the tick."""
         self._controller: _Controller | None = None
         self._detector = InbandDetector(capacity=16)
+        self._ring = np.zeros((self._detector.capacity, _RING), dtype=np.int16)
+        """Row ``slot``: the slot's audio from column ``_read`` to its ``write``; zeros after."""
+        self._read = 0
+        self._max_write = 0
+        """The largest ``write`` of any slot (no audio anywhere past ``_read`` if not more)."""
+        self._tick_no = 0
+        self._next_sweep = 0
         self._last_tick: float | None = None
         self._carry = 0.0
         self._silent_ticks = 0
@@ -263,17 +309,13 @@ class DtmfWiring:
     def leg_media_configured(self, leg: Leg, config: LegConfig) -> None:
         try:
             state = self._state(leg)
-            if state.rfc4733 and config.telephone_event_pt is not None \
-                    and state.receiver is None:
-                state.receiver = TelephoneEventReceiver()
-            if state.inband and state.slot is None:
-                state.slot = self._detector.add_channel()
-                self._slots[state.slot] = state
+            if state.rfc4733 and config.telephone_event_pt is not None:
+                state.events = True
             state.te_pt = config.telephone_event_pt
             if self._engine is not None and state.media is None and leg.media is not None:
                 self._engine.add_tap(leg.media, self)
                 state.media = leg.media
-            if self._first and state.receiver is not None and state.media is not None \
+            if self._first and state.events and state.media is not None \
                     and self._engine is not None and not state.gated:
                 self._engine.set_digit_gate(state.media, self._first)
                 state.gated = True
@@ -287,9 +329,7 @@ class DtmfWiring:
         if state is None:
             return
         if state.slot is not None:
-            self._slots.pop(state.slot, None)
-            self._detector.remove_channel(state.slot)
-            state.slot = None
+            self._release_slot(state)
         if self._engine is not None and state.media is not None:
             try:
                 self._engine.remove_tap(state.media, self)
@@ -301,11 +341,62 @@ class DtmfWiring:
         state = self._legs.get(leg.id)
         if state is None:
             mode = leg.user.dtmf_mode if leg.user is not None else "auto"
-            state = _LegDtmf(leg=leg, mode=mode, collector=DigitCollector(),
-                             matcher=FeatureMatcher(self._codes,
-                                                    inter_digit_timeout=self._inter_digit))
+            state = _LegDtmf(leg=leg, mode=mode)
             self._legs[leg.id] = state
         return state
+
+    @staticmethod
+    def _collector(state: _LegDtmf) -> DigitCollector:
+        collector = state.collector
+        if collector is None:
+            collector = state.collector = DigitCollector()
+        return collector
+
+    def _matcher(self, state: _LegDtmf) -> FeatureMatcher:
+        matcher = state.matcher
+        if matcher is None:
+            matcher = state.matcher = FeatureMatcher(self._codes,
+                                                     inter_digit_timeout=self._inter_digit)
+        return matcher
+
+    def _take_slot(self, state: _LegDtmf) -> int:
+        slot = state.slot = self._detector.add_channel()
+        self._slots[slot] = state
+        capacity = self._detector.capacity
+        ring = self._ring
+        if ring.shape[0] < capacity:
+            grown = np.zeros((capacity, _RING), dtype=np.int16)
+            grown[:ring.shape[0]] = ring
+            self._ring = grown
+        state.write = self._read
+        state.fed_tick = -_STARVED_TICKS - 1
+        return slot
+
+    def _release_slot(self, state: _LegDtmf) -> None:
+        slot = state.slot
+        if slot is None:
+            return
+        self._slots.pop(slot, None)
+        self._detector.remove_channel(slot)
+        self._ring[slot] = 0
+        state.slot = None
+        state.write = 0
+
+    def _compact(self) -> None:
+        """Move every row's live columns (``_read`` on) to the front of the ring."""
+        read = self._read
+        if read == 0:
+            return
+        end = self._max_write
+        width = max(0, end - read)
+        ring = self._ring
+        if width:
+            ring[:, :width] = ring[:, read:end]     # numpy copies overlapping ranges safely
+            ring[:, width:end] = 0
+        for state in self._slots.values():
+            state.write = max(0, state.write - read)
+        self._max_write = width
+        self._read = 0
 
     # --- SIP INFO ----------------------------------------------------------------------
 
@@ -326,7 +417,7 @@ class DtmfWiring:
             if state.info:
                 now = self._clock()
                 media_type = content_type.split(";", 1)[0].strip().lower()
-                self._detected(state, state.collector.info(info, now), now, missed=True,
+                self._detected(state, self._collector(state).info(info, now), now, missed=True,
                                info_type=media_type)
                 self._push(state)
         except Exception:
@@ -337,24 +428,62 @@ class DtmfWiring:
 
     def on_audio(self, leg_id: str, pcm: Int16, now: float) -> None:
         state = self._legs.get(leg_id)
-        if state is not None and state.slot is not None and pcm.size:
-            state.queued.append(pcm)
+        if state is None or not pcm.size or not state.inband:
+            return
+        slot = state.slot
+        if slot is None:
+            slot = self._take_slot(state)       # the leg's first audio (after a silence)
+        read = self._read
+        write = state.write
+        if self._tick_no - state.fed_tick > _STARVED_TICKS:
+            write = max(write, read + _FRAME)   # (re)start: a frame of cushion
+        elif write < read:
+            write = read                        # the tick read past it (zeros): go on from there
+        state.fed_tick = self._tick_no
+        k = pcm.size
+        excess = write + k - read - (_MAX_CUSHION + _FRAME)
+        if excess > 0:                          # drop the oldest samples
+            ring = self._ring
+            held = write - read
+            if excess >= held:
+                ring[slot, read:write] = 0
+                pcm = pcm[excess - held:]
+                write = read
+            else:
+                ring[slot, read:write - excess] = ring[slot, read + excess:write]
+                ring[slot, write - excess:write] = 0
+                write -= excess
+            k = pcm.size
+        if write + k > _RING:
+            state.write = write
+            self._compact()
+            write -= read
+            read = 0
+        end = write + k
+        self._ring[slot, write:end] = pcm
+        state.write = end
+        if end > self._max_write:
+            self._max_write = end
 
     def on_telephone_event(self, leg_id: str, payload: bytes, ssrc: int, timestamp: int,
                            marker: bool, now: float) -> None:
         state = self._legs.get(leg_id)
-        if state is None or state.receiver is None:
+        if state is None or not state.events:
             return
+        receiver = state.receiver
+        if receiver is None:
+            receiver = state.receiver = TelephoneEventReceiver()
         self._timed[leg_id] = state
         try:
-            events = state.receiver.feed(payload, ssrc, timestamp, marker, now)
+            events = receiver.feed(payload, ssrc, timestamp, marker, now)
         except MalformedTelephoneEvent:
             return
         for event in events:
             if isinstance(event, TelephoneEventStarted):
                 missed = state.gated and self._engine is not None and state.media is not None \
                     and self._engine.held_telephone_event(state.media, event.timestamp)
-                self._detected(state, state.collector.rfc4733(event, now), now, missed=missed)
+                self._detected(state, self._collector(state).rfc4733(event, now), now,
+                               missed=missed)
                 if state.gated:
                     self._touched[leg_id] = state
 
@@ -373,11 +502,12 @@ class DtmfWiring:
                     receiver.handle_timer(now)
                     at = receiver.get_timer()
                 pending = at is not None
-            at = state.matcher.get_timer()
-            if at is not None and at <= now:
-                self._matched(state, state.matcher.handle_timer(now))
+            matcher = state.matcher
+            at = matcher.get_timer() if matcher is not None else None
+            if matcher is not None and at is not None and at <= now:
+                self._matched(state, matcher.handle_timer(now))
                 self._touched[leg_id] = state
-                at = state.matcher.get_timer()
+                at = matcher.get_timer()
             if not pending and at is None:
                 del self._timed[leg_id]
         if self._touched:
@@ -400,49 +530,37 @@ class DtmfWiring:
         n = self._tick_samples(now)
         if n <= 0:
             return
-        block = np.zeros((self._detector.capacity, n), dtype=np.int16)
-        fed = False
-        for slot, state in self._slots.items():
-            if state.queued:
-                parts = [state.cushion, *state.queued] if state.cushion.size else state.queued
-                buffered = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                state.queued.clear()
-                state.starved = 0
-            else:
-                buffered = state.cushion
-                state.starved += 1
-                if state.starved >= _STARVED_TICKS:
-                    state.primed = False
-            if not state.primed:
-                if buffered.size < n + _FRAME:
-                    state.cushion = buffered
-                    continue
-                state.primed = True
-            take = min(n, buffered.size)
-            block[slot, :take] = buffered[:take]
-            fed = fed or take > 0
-            rest = buffered[take:]
-            if rest.size > _MAX_CUSHION:
-                rest = rest[rest.size - _MAX_CUSHION:]
-            state.cushion = rest
-        if fed:
+        self._tick_no += 1
+        if self._tick_no >= self._next_sweep:
+            self._next_sweep = self._tick_no + _RELEASE_TICKS // 2
+            for state in [s for s in self._slots.values()
+                          if self._tick_no - s.fed_tick > _RELEASE_TICKS and not s.tone_on]:
+                self._release_slot(state)
+        if self._read + n > _RING:
+            self._compact()
+        read = self._read
+        self._read = read + n
+        if self._max_write > read:
             self._silent_ticks = 0
         else:
             self._silent_ticks += 1
-            if self._silent_ticks > _IDLE_DETECTOR_TICKS:
-                return
+            if self._silent_ticks > _IDLE_DETECTOR_TICKS or not self._slots:
+                return                  # nothing past ``read`` in any row: no zeroing either
+        block = self._ring[:, read:read + n]
         self.detector_runs += 1
-        for event in self._detector.process(block, now):
+        events = self._detector.process(block, now)
+        block[...] = 0                  # read: zeros again for the columns' next use
+        for event in events:
             owner = self._slots.get(event.slot)
             if owner is None:
                 continue
             if isinstance(event, InbandToneStarted):
                 if self._first:
                     owner.tone_on = True
-                    if event.digit in self._first or owner.matcher.held:
+                    if event.digit in self._first or owner.held:
                         owner.muting = True       # the rest of this tone is not heard
                     self._touched[owner.leg.id] = owner
-                self._detected(owner, owner.collector.inband(event, now), now,
+                self._detected(owner, self._collector(owner).inband(event, now), now,
                                missed=owner.muting)
             elif owner.tone_on:
                 owner.tone_on = False
@@ -463,11 +581,12 @@ class DtmfWiring:
         self._bus.publish(DTMF_DIGIT, call_id=leg.call.id, digit=detected.digit, method=method,
                           leg_id=leg.id, extension=extension)
         # a due inter-digit timeout first: its releases concern the digits before this one
-        self._matched(state, state.matcher.handle_timer(now))
+        matcher = self._matcher(state)
+        self._matched(state, matcher.handle_timer(now))
         state.fed.append(_Fed(digit=detected.digit, missed=missed, info_type=info_type,
                               duration=detected.duration))
-        self._matched(state, state.matcher.digit(detected.digit, now))
-        if state.matcher.get_timer() is not None:
+        self._matched(state, matcher.digit(detected.digit, now))
+        if matcher.get_timer() is not None:
             self._timed[leg.id] = state
 
     def _matched(self, state: _LegDtmf, outputs: list[Any]) -> None:
@@ -496,7 +615,7 @@ class DtmfWiring:
                 except Exception:
                     self._log.exception("dtmf.feature_failed", call_id=leg.call.id,
                                         leg_id=leg.id, feature=name)
-        held = len(state.matcher.held)
+        held = len(state.held)
         if len(state.fed) > held:
             del state.fed[:len(state.fed) - held]
 
@@ -507,7 +626,7 @@ class DtmfWiring:
         engine, media = self._engine, state.media
         if engine is None or media is None:
             return
-        held = bool(state.matcher.held)
+        held = bool(state.held)
         if state.muting and not held and not state.tone_on:
             state.muting = False
         if state.gated or state.muting != state.mute_pushed:

@@ -4,7 +4,10 @@ Sans I/O: the pool only hands out and takes back numbers.  The engine binds
 them; a pair it cannot bind (another process has it) goes back to the end of
 the queue and the engine tries the next one.  Ports come back at the end of
 the queue too, so a just-closed port is reused last (late packets of the
-previous call do not reach the next one).
+previous call do not reach the next one).  Most closed legs' pairs do not
+come back here at once: the engine keeps their sockets bound and hands them
+to a later leg after a quarantine (engine.py "Recycled port pairs"); they
+return to the pool when the engine closes them.
 """
 
 from __future__ import annotations

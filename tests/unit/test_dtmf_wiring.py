@@ -263,13 +263,78 @@ def test_leg_closed_frees_its_slot_and_tap() -> None:
     rig = Rig()
     a, b = make_leg("a"), make_leg("b")
     rig.wiring.leg_media_configured(a, TE_CONFIG)
-    rig.wiring.leg_media_configured(a, TE_CONFIG)          # re-offer: still one slot, one tap
+    rig.wiring.leg_media_configured(a, TE_CONFIG)          # re-offer: still one tap
     rig.wiring.leg_media_configured(b, TE_CONFIG)
-    assert rig.wiring._detector.channels == 2 and rig.engine.taps["a"] == [rig.wiring]
+    assert rig.engine.taps["a"] == [rig.wiring]
+    silence = np.zeros(160, dtype=np.int16)
+    rig.now += TICK
+    rig.engine.tick(rig.now, {"a": silence, "b": silence})
+    assert rig.wiring._detector.channels == 2
     rig.wiring.leg_media_closed(a)
     assert rig.wiring._detector.channels == 1 and "a" not in rig.engine.taps
     rig.play({"b": tones("42")})
     assert rig.bus.digits() == "42"
+
+
+def test_signalling_only_legs_take_no_slot_matcher_or_receiver() -> None:
+    """Configure makes a small record and the tap: the detector slot comes with the
+    first audio, the matcher and collector with the first digit, the RFC 4733
+    receiver with the first telephone-event; ticks without audio run nothing."""
+    rig = Rig(CODES)
+    for leg_id in "ab":
+        rig.wiring.leg_media_configured(make_leg(leg_id), TE_CONFIG)
+    for _ in range(100):
+        rig.now += TICK
+        rig.engine.tick(rig.now)
+    assert rig.wiring._detector.channels == 0 and rig.wiring.detector_runs == 0
+    states = rig.wiring._legs.values()
+    assert all(s.slot is None and s.matcher is None and s.collector is None
+               and s.receiver is None for s in states)
+    assert rig.engine.gates == {"a": "*", "b": "*"}        # the gate is set at configure
+    rig.play({"a": tones("4")})
+    a, b = rig.wiring._legs["a"], rig.wiring._legs["b"]
+    assert a.slot is not None and a.matcher is not None and b.slot is None
+    assert rig.bus.digits("a") == "4"
+
+
+def test_slot_given_back_after_a_silence_and_taken_again_on_audio() -> None:
+    rig = Rig()
+    rig.wiring.leg_media_configured(make_leg("a"), TE_CONFIG)
+    rig.play({"a": tones("1")}, extra_ticks=0)
+    assert rig.wiring._detector.channels == 1 and rig.bus.digits("a") == "1"
+    runs = rig.wiring.detector_runs
+    for _ in range(100):                                    # 2 s without audio
+        rig.now += TICK
+        rig.engine.tick(rig.now)
+    assert rig.wiring._detector.channels == 0 and rig.wiring._legs["a"].slot is None
+    assert rig.wiring.detector_runs - runs <= 12             # the tail of zeros only
+    rig.play({"a": tones("23", seed=3)})
+    assert rig.bus.digits("a") == "123"
+
+
+def test_burst_keeps_only_the_newest_cushion_and_detection_goes_on() -> None:
+    """A burst (a stalled loop) longer than the cushion drops its oldest samples; the
+    ring's compactions (every few hundred ms) do not disturb detection."""
+    rig = Rig()
+    rig.wiring.leg_media_configured(make_leg("a"), TE_CONFIG)
+    silence = np.zeros(160, dtype=np.int16)
+    for _ in range(40):                                     # compactions on a live row
+        rig.now += TICK
+        rig.engine.tick(rig.now, {"a": silence})
+    seven = tones("7")
+    on = np.flatnonzero(seven)
+    seven = seven[on[0]:on[-1] + 1]                         # the 70 ms tone alone
+    assert seven.size <= 800
+    burst = np.concatenate([tones("1"), np.zeros(2400, dtype=np.int16), seven,
+                            np.zeros(160, dtype=np.int16)])
+    rig.now += TICK
+    rig.engine.tick(rig.now, {"a": burst})
+    for _ in range(10):
+        rig.now += TICK
+        rig.engine.tick(rig.now, {"a": silence})
+    assert rig.bus.digits("a") == "7"                       # the "1" was older than 100 ms
+    rig.play({"a": tones("89", seed=5)})
+    assert rig.bus.digits("a") == "789"
 
 
 # --- RFC 4733 ------------------------------------------------------------------------

@@ -174,6 +174,97 @@ async def test_port_pairs_even_and_exhaustion() -> None:
     await eng.stop()
 
 
+async def test_closed_pairs_reused_only_once_quiet(phones: list[Phone]) -> None:
+    """A closed leg's sockets stay bound for the next leg (no bind per leg), but only
+    after ``port_quarantine`` seconds without a stray packet of the previous call."""
+    pa, pb, pc, pd = phones
+    lo, hi = free_range(3)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, port_quarantine=0.2)
+    await eng.start()
+    a = await eng.open_leg("a")
+    eng.configure(a, config(pa))
+    pa.send(a)
+    await until(lambda: a.stats.packets_in == 1)
+    eng.close_leg(a)
+    assert eng.free_ports == 3                          # a's pair counts as free
+    b = await eng.open_leg("b")                         # a's pair is in quarantine
+    assert b.local_port != a.local_port
+    eng.close_leg(b)
+    for _ in range(8):                                  # pa missed the BYE: strays on a's pair
+        pa.send(a)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)
+    c = await eng.open_leg("c")                         # b's pair: quiet long enough
+    assert c.local_port == b.local_port
+    await asyncio.sleep(0.25)
+    d = await eng.open_leg("d")                         # a's pair, quiet now
+    assert d.local_port == a.local_port
+    eng.configure(c, config(pc))
+    eng.configure(d, config(pd))
+    eng.bridge(c, d)
+    pd.send(d, b"to c")
+    got, _ = await pc.recv()                            # the recycled sockets relay
+    assert got.payload == b"to c" and a.stats.packets_in == 1
+    await eng.stop()
+    assert eng.free_ports == 3
+    for port in range(lo, hi + 1):                      # stop closed the spares too
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        sock.close()
+
+
+async def test_recycled_pair_never_relays_the_previous_calls_stray_packets(
+        phones: list[Phone], events: list[MediaEvent]) -> None:
+    """Even taken early (the pool is dry), a recycled pair refuses the streams its
+    previous leg received: a stray of the old call neither latches nor is relayed."""
+    pa, pb, pc, pd = phones
+    lo, hi = free_range(2)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, on_event=events.append,
+                      port_quarantine=3600)
+    await eng.start()
+    a, b = await bridged_pair(eng, pa, pb)
+    pa.send(a)
+    await pb.recv()
+    eng.close_leg(a)
+    eng.close_leg(b)
+    c = await eng.open_leg("c")                         # quarantine cut short: pool dry
+    d = await eng.open_leg("d")
+    assert {c.local_port, d.local_port} == {a.local_port, b.local_port}
+    old = c if c.local_port == a.local_port else d
+    new = d if old is c else c
+    phone_old, phone_new = (pc, pd) if old is c else (pd, pc)
+    eng.configure(old, config(phone_old))
+    eng.configure(new, config(phone_new))
+    eng.bridge(old, new)
+    pa.send(old, b"stray")                              # the old call's phone, old SSRC
+    pa.send(old, b"stray")
+    await until(lambda: old.stats.ignored == 2)
+    assert not old.latched and old.stats.packets_in == 0
+    phone_old.send(old, b"new call")
+    got, _ = await phone_new.recv()                     # the first to arrive: no stray
+    assert got.payload == b"new call"
+    assert not [e for e in events if isinstance(e, RemoteLatched)]
+    await eng.stop()
+
+
+async def test_recycled_pair_closed_under_us_goes_back_to_the_pool(
+        phones: list[Phone]) -> None:
+    lo, hi = free_range(1)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, port_quarantine=0)
+    await eng.start()
+    a = await eng.open_leg("a")
+    eng.close_leg(a)
+    (spare,) = eng._spares
+    spare.rtp.close()                                   # as a socket error would
+    await until(lambda: not eng._releasing and not eng._spares)
+    assert eng.free_ports == 1
+    b = await eng.open_leg("b")                         # bound afresh
+    eng.configure(b, config(phones[0]))
+    phones[0].send(b)
+    await until(lambda: b.stats.packets_in == 1)
+    await eng.stop()
+
+
 async def test_ports_in_use_are_skipped() -> None:
     lo, hi = free_range(2)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -480,6 +571,37 @@ async def test_taps_get_decoded_audio_and_telephone_events(engine: MediaEngine,
     await until(lambda: a.stats.packets_in == 5)
     engine.tick(time.monotonic())
     assert tap.samples() == 480
+
+
+async def test_tick_visits_only_tapped_legs_that_received_something(
+        phones: list[Phone]) -> None:
+    """A silent (held, signalling-only) tapped leg costs the tick nothing: the relay
+    queues a leg on its first packet of a tick, and the tick looks at those only."""
+    lo, hi = free_range(3)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, tick_interval=3600)
+    await eng.start()                                  # no timer tick during the test
+    pa, pb, pc = phones[:3]
+    a, b = await bridged_pair(eng, pa, pb)
+    c = await eng.open_leg("c")
+    eng.configure(c, config(pc))
+    tap = RecordingTap()
+    for leg in (a, b, c):
+        eng.add_tap(leg, tap)
+    assert eng._pending == []
+    for _ in range(3):
+        pa.send(a)
+        await pb.recv()
+    assert eng._pending == [a]                         # once, however many packets
+    eng.tick(time.monotonic())
+    assert eng._pending == [] and tap.samples() == 480 and tap.tick_ends == 1
+    eng.tick(time.monotonic())                         # nothing received: nothing visited
+    assert eng._pending == [] and tap.samples() == 480 and tap.tick_ends == 2
+    pc.send(c)
+    await until(lambda: c.stats.packets_in == 1)
+    eng.remove_tap(c, tap)                             # untapped before the tick
+    eng.tick(time.monotonic())
+    assert tap.samples() == 480 and not c._rx.queued
+    await eng.stop()
 
 
 async def test_pcma_tap_on_a_leg_whose_first_codec_is_pcma(engine: MediaEngine,
