@@ -259,25 +259,24 @@ class _RtpReceiver(asyncio.DatagramProtocol):
                     out = None
                 else:
                     packet[start:end] = fill * (end - start)
-            if out is not None:
-                seq_out = (seq + out.seq_off) & 0xFFFF
-                ts_out = (ts + out.ts_off) & 0xFFFFFFFF
-                _rewrite_into(packet, 2, seq_out, ts_out, out.ssrc)
-                pt_map = out.pt_map
-                if pt_map is not None or marker:
-                    pt_out = pt_map[pt] if pt_map is not None else pt
-                    if pt_out != 0xFF:
-                        packet[1] = (second & 0x80) | marker | pt_out
-                        out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
-                        out.packets += 1
-                        out.octets += n
-                else:
-                    out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
-                    out.packets += 1
-                    out.octets += n
-                out.last_seq = seq_out
-                out.last_ts = ts_out
-                out.last_time = now
+        if out is not None:
+            seq_out = (seq + out.seq_off) & 0xFFFF
+            ts_out = (ts + out.ts_off) & 0xFFFFFFFF
+            _rewrite_into(packet, 2, seq_out, ts_out, out.ssrc)
+            pt_out = pt
+            pt_map = out.pt_map
+            if pt_map is not None or marker:
+                if pt_map is not None:
+                    pt_out = pt_map[pt]     # 0xFF: the peer did not negotiate it
+                if pt_out != 0xFF:
+                    packet[1] = (second & 0x80) | marker | pt_out
+            if pt_out != 0xFF:
+                out.transport.sendto(packet, out.addr)  # type: ignore[union-attr]
+                out.packets += 1
+                out.octets += n
+            out.last_seq = seq_out
+            out.last_ts = ts_out
+            out.last_time = now
 
         bufs = self.tap_bufs
         if bufs is not None:
