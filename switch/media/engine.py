@@ -85,7 +85,7 @@ __all__ = ["MediaEngine", "MediaLeg", "MediaStats"]
 _log = get_logger("switch.media")
 
 _SENDING: Final = frozenset({"sendrecv", "sendonly"})
-_G711: Final = frozenset({"PCMU", "PCMA"})
+_G711: Final = frozenset({"PCMU", "PCMA"})  # the codecs of _SILENCE below
 _UNSPECIFIED_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 _NO_PCM: Final[Pcm] = np.zeros(0, dtype=np.int16)
 _STOP_WAIT: Final = 2.0
@@ -454,15 +454,15 @@ class MediaEngine:
             assert rx.transport is not None
             rx.transport.close()
             raise
-        leg = self._new_leg(leg_id, port, sender, rx, rtcp)
-        holder.append(leg)
-        return leg
+        return self._new_leg(leg_id, port, sender, rx, rtcp, holder)
 
     def _new_leg(self, leg_id: str, port: int, sender: _Sender, rx: _RtpReceiver,
-                 rtcp: _RtcpReceiver) -> MediaLeg:
+                 rtcp: _RtcpReceiver, holder: list[MediaLeg]) -> MediaLeg:
+        """The leg over receivers from ``_receivers`` (``holder``: their callbacks' leg)."""
         sender.transport = rx.transport
         leg = MediaLeg(leg_id, self.host, port, rx, sender, rtcp)
         rx.owner = leg
+        holder.append(leg)
         self._legs[leg_id] = leg
         return leg
 
@@ -508,9 +508,7 @@ class MediaEngine:
         rx.transport, rtcp.transport = spare.rtp, spare.rtcp
         spare.rtp.set_protocol(rx)
         spare.rtcp.set_protocol(rtcp)
-        leg = self._new_leg(leg_id, spare.port, sender, rx, rtcp)
-        holder.append(leg)
-        return leg
+        return self._new_leg(leg_id, spare.port, sender, rx, rtcp, holder)
 
     def _recycle(self, leg: MediaLeg) -> bool:
         """Keep the closed leg's sockets for a later leg; False: close them."""
