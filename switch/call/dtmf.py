@@ -111,6 +111,7 @@ from switch.dtmf import (
     WarmTransferRequested,
     parse_info_body,
 )
+from switch.dtmf.info import info_body
 from switch.dtmf.rfc4733 import MalformedTelephoneEvent
 from switch.events import DTMF_DIGIT
 from switch.metrics import Metrics
@@ -673,13 +674,11 @@ class DtmfWiring:
     def _send_info(self, peer: _LegDtmf, fed: _Fed) -> bool:
         if self._controller is None:
             return False
-        if fed.info_type == "application/dtmf":
-            content_type, body = "application/dtmf", fed.digit
-        else:
-            ms = round(1000 * fed.duration) if fed.duration is not None else _INFO_DURATION_MS
-            content_type = "application/dtmf-relay"
-            body = f"Signal={fed.digit}\r\nDuration={ms}\r\n"
-        return self._controller.send_in_dialog(peer.leg, "INFO", body.encode(), content_type)
+        content_type = "application/dtmf" if fed.info_type == "application/dtmf" \
+            else "application/dtmf-relay"
+        ms = round(1000 * fed.duration) if fed.duration is not None else _INFO_DURATION_MS
+        return self._controller.send_in_dialog(
+            peer.leg, "INFO", info_body(fed.digit, content_type, ms), content_type)
 
     def _code_digits(self, name: str, number: str | None) -> str:
         for code in self._codes:

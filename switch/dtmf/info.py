@@ -20,7 +20,7 @@ from typing import Final
 
 from switch.dtmf.tones import DIGITS
 
-__all__ = ["InfoBodyError", "InfoDigit", "MAX_BODY", "parse_info_body"]
+__all__ = ["InfoBodyError", "InfoDigit", "MAX_BODY", "info_body", "parse_info_body"]
 
 MAX_BODY: Final = 1024
 DTMF_RELAY: Final = "application/dtmf-relay"
@@ -91,3 +91,12 @@ def parse_info_body(content_type: str, body: bytes | str) -> InfoDigit:
     if signal is None:
         raise InfoBodyError("dtmf-relay body without Signal")
     return InfoDigit(digit=signal, duration=duration)
+
+
+def info_body(digit: str, media_type: str, duration_ms: int) -> bytes:
+    """The body of an INFO carrying ``digit`` as ``media_type`` (``application/dtmf``:
+    the digit alone; otherwise ``application/dtmf-relay`` lines) — what
+    ``parse_info_body`` reads."""
+    if media_type == DTMF:
+        return digit.encode()
+    return f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()

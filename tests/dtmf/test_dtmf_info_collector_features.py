@@ -226,3 +226,14 @@ def test_first_digits_are_what_a_code_may_begin_with() -> None:
     codes = (FeatureCode(name="park", pattern="#7"), FeatureCode(name="dial", pattern="{number}#"))
     assert FeatureMatcher(codes).first_digits == "0123456789#"
     assert FeatureMatcher(()).first_digits == ""
+
+
+def test_info_body_is_what_the_parser_reads() -> None:
+    from switch.dtmf.info import info_body
+
+    for media_type in ("application/dtmf-relay", "application/dtmf"):
+        for digit in "0123456789*#ABCD":
+            parsed = parse_info_body(media_type, info_body(digit, media_type, 160))
+            assert parsed.digit == digit
+            if media_type == "application/dtmf-relay":
+                assert parsed.duration == 0.16
