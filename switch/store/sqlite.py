@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -192,6 +193,21 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; an SQLite error rolls it back and
+        becomes ``StoreError("cannot <what>: ...")``."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"cannot {what}: {exc}") from exc
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError("store is not open")
@@ -200,17 +216,9 @@ class SqliteStore:
     # --- bindings --------------------------------------------------------------
 
     def load_bindings(self, now_wall: float) -> list[Binding]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("DELETE FROM bindings WHERE expires_at_wall <= ?", (now_wall,))
-                rows = conn.execute(_SELECT, (now_wall,)).fetchall()
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreError(f"cannot load bindings: {exc}") from exc
+        with self._transaction("load bindings") as conn:
+            conn.execute("DELETE FROM bindings WHERE expires_at_wall <= ?", (now_wall,))
+            rows = conn.execute(_SELECT, (now_wall,)).fetchall()
         return [_from_row(row) for row in rows]
 
     def save_bindings(self, batch: Sequence[Binding]) -> None:
@@ -223,19 +231,11 @@ class SqliteStore:
         if not saves and not deletes:
             return
         rows = [_to_row(b) for b in saves]
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                if deletes:
-                    conn.executemany("DELETE FROM bindings WHERE aor = ? AND key = ?", deletes)
-                if rows:
-                    conn.executemany(_UPSERT, rows)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreError(f"cannot write bindings: {exc}") from exc
+        with self._transaction("write bindings") as conn:
+            if deletes:
+                conn.executemany("DELETE FROM bindings WHERE aor = ? AND key = ?", deletes)
+            if rows:
+                conn.executemany(_UPSERT, rows)
 
     def count_bindings(self) -> int:
         with self._lock:
@@ -248,16 +248,8 @@ class SqliteStore:
         if not records:
             return
         rows = [_call_to_row(r) for r in records]
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(_CALL_UPSERT, rows)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreError(f"cannot write call records: {exc}") from exc
+        with self._transaction("write call records") as conn:
+            conn.executemany(_CALL_UPSERT, rows)
 
     def load_call_records(self, *, limit: int = 100) -> list[CallRecord]:
         with self._lock:
