@@ -8,10 +8,13 @@ the most *inclusive* samples (a function counted once per stack it is on).
 SDP, media, logs, ...): each sample goes to the innermost frame's area; with
 ``--exclude TEXT`` stacks through a frame containing TEXT (the in-process
 bench's test phones: ``--exclude test_call_e2e``) are counted apart.
+``--children TEXT`` breaks the samples of the (outermost) frame containing TEXT
+down by its direct callees (``(self)`` for its own), to walk down a hot path.
 
     .venv/bin/python bench/flat_profile.py /tmp/calls.txt --top 40
     .venv/bin/python bench/flat_profile.py /tmp/calls.txt --inclusive --grep controller
     .venv/bin/python bench/flat_profile.py /tmp/inproc.txt --areas --exclude test_call_e2e
+    .venv/bin/python bench/flat_profile.py /tmp/calls.txt --children CallController._fork
 """
 
 from __future__ import annotations
@@ -63,9 +66,12 @@ def main() -> int:
     ap.add_argument("--grep", default=None)
     ap.add_argument("--areas", action="store_true")
     ap.add_argument("--exclude", default=None)
+    ap.add_argument("--children", default=None)
     args = ap.parse_args()
     if args.areas:
         return _areas(args.path, args.exclude)
+    if args.children:
+        return _children(args.path, args.children, args.top)
 
     self_n: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -87,6 +93,30 @@ def main() -> int:
     table = incl if args.inclusive else self_n
     for name, n in table.most_common(args.top):
         print(f"{100 * n / max(total, 1):6.2f}%  {n:7d}  {name}")
+    return 0
+
+
+def _children(path: str, text: str, top: int) -> int:
+    """Samples through the outermost frame containing ``text``, by its direct callee."""
+    callees: Counter[str] = Counter()
+    total = grand = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            grand += n
+            frames = [_frame(f) for f in stack.split(";")]
+            at = next((i for i, f in enumerate(frames) if text in f), None)
+            if at is None:
+                continue
+            total += n
+            callees[frames[at + 1] if at + 1 < len(frames) else "(self)"] += n
+    print(f"{total} samples through {text!r} ({100 * total / max(grand, 1):.1f}% of {grand})")
+    for name, n in callees.most_common(top):
+        print(f"{100 * n / max(total, 1):6.1f}%  {100 * n / max(grand, 1):6.2f}% of all"
+              f"  {n:7d}  {name}")
     return 0
 
 

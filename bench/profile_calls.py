@@ -12,6 +12,14 @@ Usage::
     .venv/bin/python bench/profile_calls.py --rate 300 --duration 10 --out /tmp/calls.txt
     .venv/bin/python bench/flat_profile.py /tmp/calls.txt | head -40
 
+With ``--cprofile FILE`` the engine runs under cProfile instead (about 2.7x
+slower, so use a low rate) and the functions are printed per call: how many
+times each runs per call and its own time per call.  The call counts do not
+depend on the machine's load, which makes them the measure to compare a change
+by when other work shares the cores::
+
+    .venv/bin/python bench/profile_calls.py --rate 150 --duration 10 --cprofile /tmp/engine.pstats
+
 Needs ``py-spy`` in the venv (``.venv/bin/pip install py-spy``); it is a
 development tool, not a test dependency.
 """
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pstats
 import shutil
 import subprocess
 import sys
@@ -43,7 +53,14 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/switch_calls_profile.txt", help="collapsed stacks")
     ap.add_argument("--no-profile", action="store_true", help="only measure")
     ap.add_argument("--extra-config", default="", help="TOML appended to the engine config")
+    ap.add_argument("--cprofile", default=None, metavar="FILE",
+                    help="run the engine under cProfile, dump to FILE, print per-call counts")
+    ap.add_argument("--top", type=int, default=50, help="rows of the --cprofile tables")
     args = ap.parse_args()
+    if args.cprofile:
+        args.no_profile = True
+        os.environ["SWITCH_ENGINE_CMD"] = (f"{sys.executable} -m cProfile -o "
+                                           f"{Path(args.cprofile).resolve()} -m switch")
 
     pyspy = Path(sys.executable).with_name("py-spy")
     if not args.no_profile and not pyspy.exists():
@@ -98,7 +115,30 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     if spy is not None:
         print(f"profile: {args.out}")
+    if args.cprofile:
+        per_call(args.cprofile, step.calls, args.top)
     return 0
+
+
+def per_call(path: str, calls: int, top: int) -> None:
+    """The cProfile dump as costs per call: totals, then by own time, then by count."""
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    n = max(calls, 1)
+
+    def name(key: tuple[str, int, str]) -> str:
+        return f"{key[0].rsplit('/', 1)[-1]}:{key[2]}"
+
+    own = {k: v for k, v in stats.items() if not name(k).endswith(":stop")}
+    print(f"per call ({calls} calls, shutdown left out): "
+          f"{sum(v[1] for v in own.values()) / n:.0f} function calls, "
+          f"{1e3 * sum(v[2] for v in own.values()) / n:.2f} ms own time under cProfile")
+    for title, index in (("own time", 2), ("calls", 1)):
+        print(f"--- top {top} by {title} per call")
+        for key, value in sorted(own.items(), key=lambda kv: -kv[1][index])[:top]:
+            callers = sorted(value[4].items(), key=lambda kv: -kv[1][1])[:3]
+            via = ", ".join(f"{name(k)} {c[1] / n:.0f}" for k, c in callers)
+            print(f"{value[1] / n:8.1f} calls {1e6 * value[2] / n:8.1f} us  {name(key)}"
+                  f"  <- {via}")
 
 
 if __name__ == "__main__":
