@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum, auto
+from enum import StrEnum, auto
 from typing import Protocol
 
 from switch.call.media import MediaLegHandle
 from switch.config import User
+from switch.fsm import FastEnum
 from switch.sip.dialog import InvalidTransition
 from switch.sip.invite import InviteSession, Role
 from switch.sip.sdp import OriginState, SessionDescription
@@ -71,14 +72,14 @@ class TimerHandle(Protocol):
 
 # --- the call's life cycle --------------------------------------------------------------
 
-class CallState(Enum):
+class CallState(FastEnum):
     ROUTING = auto()
     RINGING = auto()
     ANSWERED = auto()
     ENDED = auto()
 
 
-class CallInput(Enum):
+class CallInput(FastEnum):
     FORKED = auto()      # INVITEs sent to the target's contacts
     ANSWERED = auto()    # the caller got its 2xx
     END = auto()
@@ -106,7 +107,7 @@ class CallResult(StrEnum):
 
 # --- a leg's life cycle --------------------------------------------------------------------
 
-class LegState(Enum):
+class LegState(FastEnum):
     INCOMING = auto()
     CALLING = auto()
     RINGING = auto()
@@ -115,7 +116,7 @@ class LegState(Enum):
     ENDED = auto()
 
 
-class LegInput(Enum):
+class LegInput(FastEnum):
     PROGRESS = auto()    # 18x
     ANSWERED = auto()    # 2xx
     HANGUP = auto()      # we end it (CANCEL, reject, BYE)

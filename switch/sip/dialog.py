@@ -38,9 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum, auto
+from enum import auto
 from typing import Generic, TypeVar
 
+from switch.fsm import FastEnum
 from switch.sip.errors import SipError, TransactionDoesNotExist
 from switch.sip.headers import (
     NameAddr,
@@ -81,13 +82,13 @@ class OutOfOrderRequest(SipError):
     reason = "Server Internal Error"
 
 
-class State(Enum):
+class State(FastEnum):
     EARLY = auto()
     CONFIRMED = auto()
     TERMINATED = auto()
 
 
-class Input(Enum):
+class Input(FastEnum):
     CONFIRM = auto()           # 2xx to the dialog-creating INVITE, sent (UAS) or received (UAC)
     SEND_REQUEST = auto()      # a request built here is about to be sent
     SEND_ACK = auto()          # the ACK for a 2xx: owed even after the dialog ended (§13.2.2.4)

@@ -84,6 +84,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
+from switch.fsm import FastEnum
 from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel
 from switch.sip.errors import SipError, TransactionDoesNotExist
 from switch.sip.headers import cseq, tag_of
@@ -293,12 +294,12 @@ Output = Command | Event
 
 # --- machine 1: the session ---------------------------------------------------
 
-class Role(Enum):
+class Role(FastEnum):
     UAC = auto()
     UAS = auto()
 
 
-class State(Enum):
+class State(FastEnum):
     CALLING = auto()        # UAC: INVITE sent, no response yet
     PROCEEDING = auto()     # UAC: a provisional arrived
     CANCEL_QUEUED = auto()  # UAC: cancel wanted, waiting for a provisional (§9.1)
@@ -312,7 +313,7 @@ class State(Enum):
     TERMINATED = auto()
 
 
-class Input(Enum):
+class Input(FastEnum):
     # responses to the initial INVITE (UAC)
     PROVISIONAL = auto()
     SUCCESS = auto()
@@ -437,13 +438,13 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
 # --- machine 2: offer/answer (RFC 3264 §4, RFC 6337 §2) -----------------------
 
 
-class OfferState(Enum):
+class OfferState(FastEnum):
     STABLE = auto()
     LOCAL_OFFER = auto()    # we sent an offer; its answer is outstanding
     REMOTE_OFFER = auto()   # the peer sent an offer; we owe the answer
 
 
-class OfferInput(Enum):
+class OfferInput(FastEnum):
     SEND_OFFER = auto()
     RECEIVE_ANSWER = auto()
     RECEIVE_OFFER = auto()

@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from switch.fsm import FastEnum
 from switch.sip.dialog import InvalidTransition
 from switch.sip.errors import ParseError, SipError
 from switch.sip.headers import get_param, parse_params
@@ -171,7 +172,7 @@ def retry_interval(response: Response, config: SessionTimerConfig) -> int | None
     return max(parse_min_se(value), config.min_se)
 
 
-class State(Enum):
+class State(FastEnum):
     INACTIVE = auto()
     REFRESHER = auto()     # we refresh; waiting for half the interval
     REFRESHING = auto()    # refresh due/sent; waiting for a successful one
@@ -179,7 +180,7 @@ class State(Enum):
     EXPIRED = auto()
 
 
-class Input(Enum):
+class Input(FastEnum):
     START_REFRESHER = auto()
     START_REFRESHEE = auto()
     REFRESH_DUE = auto()

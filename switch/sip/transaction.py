@@ -57,10 +57,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from itertools import count
 from typing import ClassVar, Literal, Protocol
 
+from switch.fsm import FastEnum
 from switch.sip.errors import SipError
 from switch.sip.headers import cseq, tag_of
 from switch.sip.message import Headers, Message, Request, Response, make_response, split_list
@@ -110,7 +110,7 @@ class Outgoing:
 # --- vocabulary ------------------------------------------------------------------
 
 
-class State(Enum):
+class State(FastEnum):
     # Members are singletons: identity hashing keeps table lookups in C (Enum's own
     # __hash__ is a Python function, measurable on the hot path).
     __hash__ = object.__hash__
@@ -124,7 +124,7 @@ class State(Enum):
     TERMINATED = "Terminated"
 
 
-class Input(Enum):
+class Input(FastEnum):
     __hash__ = object.__hash__
 
     # from the network
@@ -159,7 +159,7 @@ class Input(Enum):
 TIMERS: frozenset[Input] = frozenset(i for i in Input if i.name.startswith("TIMER_"))
 
 
-class Action(Enum):
+class Action(FastEnum):
     __hash__ = object.__hash__
 
     SEND_REQUEST = "send request"           # (re)send the request bytes
