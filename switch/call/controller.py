@@ -181,7 +181,8 @@ class Authenticator(Protocol):
 
 
 class RecordSink(Protocol):
-    def save(self, record: CallRecord) -> None: ...
+    def save_snapshot(self, call_id: str, snapshot: Callable[[], CallRecord]) -> None:
+        """Queue ``snapshot()``'s record for ``call_id`` (replacing a queued one)."""
 
 
 class EventSink(Protocol):
@@ -1539,24 +1540,29 @@ class CallController:
         self._save(call)
 
     def _save(self, call: Call) -> None:
+        """Queue the call's record; it is made when the writer takes it (the latest
+        state of the call then), so the changes of one flush interval cost one."""
         if self._records is None:
             return
+        try:
+            self._records.save_snapshot(call.id, partial(self._record, call))
+        except Exception:   # noqa: BLE001 - a record lost is logged, the call goes on
+            self._log.exception("call.record_failed")
+
+    @staticmethod
+    def _record(call: Call) -> CallRecord:
         caller = call.caller
         parties = tuple(PartyRecord(leg_id=leg.id,
                                     role="caller" if leg is caller else "callee",
                                     extension_or_number=leg.party,
                                     status=leg.status if leg is not caller else None)
                         for leg in call.legs.values())
-        record = CallRecord(
+        return CallRecord(
             call_id=call.id, caller=caller.party if caller is not None else "",
             dialed=call.dialed, callee=call.target.extension if call.target else None,
             started_at=call.created_wall, answered_at=call.answered_wall,
             ended_at=call.ended_wall, result=call.result.value if call.result else None,
             cause=call.cause, parties=parties)
-        try:
-            self._records.save(record)
-        except Exception:   # noqa: BLE001 - a record lost is logged, the call goes on
-            self._log.exception("call.record_failed")
 
 
 def _cause(reason: EndReason, status: int | None) -> str:

@@ -5,8 +5,11 @@ hands a ``CallRecord`` to ``save`` whenever a call starts, is answered or
 ends; records are coalesced by call id (the latest wins, so a short call is
 written once) and a single task moves them to the store in batches, one
 transaction per batch, on its own worker thread.  ``save`` never blocks the
-loop.  A failed batch is put back (newer records for the same call win) and
-retried with back-off; ``close`` drains everything.
+loop.  ``save_snapshot`` queues a function that makes the record instead: it
+is called once, on the loop, when the batch is taken, so a call that changes
+three times between two flushes costs one record, not three.  A failed batch
+is put back (newer records for the same call win) and retried with back-off;
+``close`` drains everything.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from typing import Final, TypeAlias
 
 from switch.logs import get_logger
 from switch.store.base import CallRecord, Store, StoreError
@@ -26,6 +30,8 @@ _log = get_logger("switch.store")
 _RETRY_MIN: Final = 0.05
 _RETRY_MAX: Final = 2.0
 
+Snapshot: TypeAlias = Callable[[], CallRecord]
+
 
 class CallRecordWriter:
     def __init__(self, store: Store, *, flush_interval: float = 0.05,
@@ -35,7 +41,7 @@ class CallRecordWriter:
         self.max_batch = max_batch
         self.written = 0
         self.failures = 0
-        self._pending: dict[str, CallRecord] = {}
+        self._pending: dict[str, CallRecord | Snapshot] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -58,9 +64,17 @@ class CallRecordWriter:
 
     def save(self, record: CallRecord) -> None:
         """Queue ``record`` (replacing any queued one for the same call); never blocks."""
+        self._queue(record.call_id, record)
+
+    def save_snapshot(self, call_id: str, snapshot: Snapshot) -> None:
+        """Queue ``snapshot()`` (replacing anything queued for ``call_id``): it is called
+        when the next batch is taken, and its record is what gets written."""
+        self._queue(call_id, snapshot)
+
+    def _queue(self, call_id: str, item: CallRecord | Snapshot) -> None:
         if self._closed:
             raise StoreError("call record writer is closed")
-        self._pending[record.call_id] = record
+        self._pending[call_id] = item
         if self._wake is not None and self._idle is not None:
             self._idle.clear()
             self._wake.set()
@@ -101,10 +115,7 @@ class CallRecordWriter:
                 self._idle.set()
                 continue
             await asyncio.sleep(self.flush_interval)     # let a burst coalesce
-            batch = list(self._pending.values())[:self.max_batch]
-            for record in batch:
-                if self._pending.get(record.call_id) is record:
-                    del self._pending[record.call_id]
+            batch = self._take()
             try:
                 await loop.run_in_executor(
                     self._executor, functools.partial(self.store.save_call_records, batch))
@@ -113,7 +124,7 @@ class CallRecordWriter:
                 _log.error("store.write_failed", kind="call_records", error=str(exc),
                            pending=len(batch), retry_in=retry)
                 for record in batch:
-                    self._pending.setdefault(record.call_id, record)
+                    self._pending.setdefault(record.call_id, record)   # newer ones win
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, _RETRY_MAX)
                 self._wake.set()
@@ -124,3 +135,20 @@ class CallRecordWriter:
                 self._wake.set()
             else:
                 self._idle.set()
+
+    def _take(self) -> list[CallRecord]:
+        """Up to ``max_batch`` queued records, out of the queue; snapshots are taken now."""
+        batch: list[CallRecord] = []
+        pending = self._pending
+        for call_id in list(pending)[:self.max_batch]:
+            item = pending.pop(call_id)
+            if isinstance(item, CallRecord):
+                batch.append(item)
+                continue
+            try:
+                batch.append(item())
+            except Exception as exc:   # noqa: BLE001 - one bad snapshot must not stop the rest
+                self.failures += 1
+                _log.error("store.snapshot_failed", kind="call_records", call_id=call_id,
+                           error=str(exc))
+        return batch

@@ -187,6 +187,9 @@ class FakeRecords:
     def save(self, record: CallRecord) -> None:
         self.saved.append(record)
 
+    def save_snapshot(self, call_id: str, snapshot: Callable[[], CallRecord]) -> None:
+        self.saved.append(snapshot())      # taken at once: each step is seen
+
     def last(self, call_id: str) -> CallRecord:
         return [r for r in self.saved if r.call_id == call_id][-1]
 

@@ -84,3 +84,31 @@ async def test_writer_retries_a_failed_batch(tmp_path: Path) -> None:
     await asyncio.wait_for(writer.flush(), 5)
     assert writer.failures == 1 and store.load_call_records() == [record()]
     await writer.close()
+
+
+async def test_snapshots_are_taken_when_the_batch_is(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    writer = CallRecordWriter(store, flush_interval=0.01)
+    await writer.start()
+    state = {"result": None}
+    taken: list[str] = []
+
+    def snapshot() -> CallRecord:
+        taken.append("c1")
+        return record(result=state["result"])
+
+    def broken() -> CallRecord:
+        raise RuntimeError("a bug in one call's record")
+
+    writer.save_snapshot("c1", snapshot)
+    writer.save_snapshot("bad", broken)
+    writer.save_snapshot("c2", lambda: record("c2"))
+    state["result"] = "answered"        # changed after queueing, before the flush
+    writer.save_snapshot("c1", snapshot)
+    await writer.flush()
+    assert taken == ["c1"]              # one record for two saves, made at flush time
+    assert writer.failures == 1 and writer.pending == 0
+    assert {r.call_id: r.result for r in store.load_call_records()} == {"c1": "answered",
+                                                                       "c2": None}
+    await writer.close()
