@@ -271,20 +271,48 @@ ICE_ATTRIBUTES = frozenset({"candidate", "remote-candidates", "ice-ufrag", "ice-
                             "end-of-candidates"})  # RFC 8839 §5
 
 
-def _first(attributes: Iterable[Attribute], name: str) -> str | None:
-    lname = name.lower()
-    for key, value in attributes:
-        if key.lower() == lname:
-            return value if value is not None else ""
-    return None
+_DIRECTION_OF = {d.value: d for d in Direction}
 
 
-def _direction_in(attributes: Iterable[Attribute]) -> Direction | None:
-    found = None
-    for key, value in attributes:
-        if value is None and key in _DIRECTIONS:
-            found = Direction(key)
-    return found
+class _Index:
+    """The lookups of one attribute list, built once per distinct list (``_index``).
+
+    ``first``: lower-cased name -> first value ("" for a property attribute);
+    ``rtpmaps``/``fmtps``: payload type as written -> the first a=rtpmap value /
+    a=fmtp parameters for it; ``direction``: the last direction attribute.
+    Shared between equal lists, so never changed after it is built.
+    """
+
+    __slots__ = ("first", "rtpmaps", "fmtps", "direction")
+
+    def __init__(self, attributes: tuple[Attribute, ...]) -> None:
+        first: dict[str, str] = {}
+        rtpmaps: dict[str, str] = {}
+        fmtps: dict[str, str] = {}
+        direction = None
+        for key, value in attributes:
+            name = key.lower()
+            if name not in first:
+                first[name] = value if value is not None else ""
+            if value is None:
+                if key in _DIRECTIONS:
+                    direction = _DIRECTION_OF[key]
+            elif name == "rtpmap" or name == "fmtp":
+                # a=rtpmap:<pt> ..., a=fmtp:<pt> <parameters> (RFC 8866 §6.6, §6.15)
+                head, sep, rest = value.partition(" ")
+                if sep:
+                    if name == "rtpmap":
+                        rtpmaps.setdefault(head, value)
+                    else:
+                        fmtps.setdefault(head, rest.strip())
+        self.first = first
+        self.rtpmaps = rtpmaps
+        self.fmtps = fmtps
+        self.direction = direction
+
+
+# Most bodies repeat a few attribute lists (one per phone model and codec set).
+_index = lru_cache(maxsize=1024)(_Index)
 
 
 def _without_direction(attributes: Iterable[Attribute]) -> tuple[Attribute, ...]:
@@ -310,7 +338,7 @@ class MediaDescription:
 
     def attribute(self, name: str) -> str | None:
         """First value of ``a=name``: "" for a property attribute, None if absent."""
-        return _first(self.attributes, name)
+        return _index(self.attributes).first.get(name.lower())
 
     def attribute_values(self, name: str) -> tuple[str | None, ...]:
         lname = name.lower()
@@ -342,32 +370,32 @@ class MediaDescription:
 
     def rtpmap(self, payload_type: int) -> RtpMap | None:
         """The a=rtpmap of ``payload_type``, else its RFC 3551 static mapping."""
-        prefix = f"{payload_type} "
-        for key, value in self.attributes:
-            if key.lower() == "rtpmap" and value is not None and value.startswith(prefix):
-                try:
-                    return parse_rtpmap(value)
-                except SdpError:
-                    return None
-        return STATIC_PAYLOAD_TYPES.get(payload_type) if self.is_rtp else None
+        return self._rtpmap(str(payload_type), _index(self.attributes))
+
+    def _rtpmap(self, fmt: str, index: _Index) -> RtpMap | None:
+        value = index.rtpmaps.get(fmt)
+        if value is not None:
+            try:
+                return parse_rtpmap(value)
+            except SdpError:
+                return None
+        return STATIC_PAYLOAD_TYPES.get(int(fmt)) if self.is_rtp else None
 
     def rtpmaps(self) -> dict[int, RtpMap]:
         """Mappings of the payload types on the m= line, in m= order (unknown ones omitted)."""
         out: dict[int, RtpMap] = {}
+        index = _index(self.attributes)
         for fmt in self.formats:
             if _DIGITS.match(fmt):
-                mapping = self.rtpmap(int(fmt))
+                pt = int(fmt)
+                mapping = self._rtpmap(str(pt), index)
                 if mapping is not None:
-                    out[int(fmt)] = mapping
+                    out[pt] = mapping
         return out
 
     def fmtp(self, payload_type: int) -> str | None:
         """The parameters of ``a=fmtp:<pt> <parameters>`` (RFC 8866 §6.15)."""
-        prefix = f"{payload_type} "
-        for key, value in self.attributes:
-            if key.lower() == "fmtp" and value is not None and value.startswith(prefix):
-                return value[len(prefix):].strip()
-        return None
+        return _index(self.attributes).fmtps.get(str(payload_type))
 
     def telephone_event_pt(self, clock_rate: int | None = None) -> int | None:
         """The payload type of RFC 4733 events (§7.1.1), at ``clock_rate`` if given."""
@@ -410,7 +438,7 @@ class MediaDescription:
     @property
     def direction_attribute(self) -> Direction | None:
         """The media-level direction attribute, if any (the last one wins)."""
-        return _direction_in(self.attributes)
+        return _index(self.attributes).direction
 
     def with_direction(self, direction: Direction) -> MediaDescription:
         """Replace any direction attribute with ``direction`` (kept where the first one was)."""
@@ -422,16 +450,24 @@ class MediaDescription:
         return replace(self, attributes=(*attrs, (direction.value, None)))
 
     def encode_lines(self) -> list[str]:
-        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
-        lines = [f"m={' '.join((self.media, port, self.proto, *self.formats))}"]
-        if self.title is not None:
-            lines.append(f"i={self.title}")
-        lines.extend(f"c={c.encode()}" for c in self.connections)
-        lines.extend(f"b={b.encode()}" for b in self.bandwidths)
-        if self.key is not None:
-            lines.append(f"k={self.key}")
-        lines.extend(_encode_attribute(a) for a in self.attributes)
+        lines: list[str] = []
+        self._encode_into(lines)
         return lines
+
+    def _encode_into(self, lines: list[str]) -> None:
+        append = lines.append
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        append(f"m={' '.join((self.media, port, self.proto, *self.formats))}")
+        if self.title is not None:
+            append(f"i={self.title}")
+        for c in self.connections:
+            append(f"c={c.encode()}")
+        for b in self.bandwidths:
+            append(f"b={b.encode()}")
+        if self.key is not None:
+            append(f"k={self.key}")
+        for name, value in self.attributes:
+            append(f"a={name}" if value is None else f"a={name}:{value}")
 
 
 def _milliseconds(value: str | None) -> int | None:
@@ -442,11 +478,6 @@ def _milliseconds(value: str | None) -> int | None:
     except ValueError:
         return None
     return round(number) if 0 < number < 1e6 else None
-
-
-def _encode_attribute(attribute: Attribute) -> str:
-    name, value = attribute
-    return f"a={name}" if value is None else f"a={name}:{value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,12 +500,12 @@ class SessionDescription:
 
     def attribute(self, name: str) -> str | None:
         """First value of session-level ``a=name``: "" for a property attribute."""
-        return _first(self.attributes, name)
+        return _index(self.attributes).first.get(name.lower())
 
     @property
     def direction_attribute(self) -> Direction | None:
         """The session-level direction, the default for every stream (RFC 8866 §6.7)."""
-        return _direction_in(self.attributes)
+        return _index(self.attributes).direction if self.attributes else None
 
     def media_direction(self, index: int) -> Direction:
         """Effective direction of stream ``index``: media level, else session, else sendrecv."""
@@ -506,33 +537,39 @@ class SessionDescription:
 
     def encode_lines(self) -> list[str]:
         lines = [f"v={self.version}", f"o={self.origin.encode()}", f"s={self.session_name}"]
+        append = lines.append
         if self.information is not None:
-            lines.append(f"i={self.information}")
+            append(f"i={self.information}")
         if self.uri is not None:
-            lines.append(f"u={self.uri}")
-        lines.extend(f"e={e}" for e in self.emails)
-        lines.extend(f"p={p}" for p in self.phones)
+            append(f"u={self.uri}")
+        for e in self.emails:
+            append(f"e={e}")
+        for p in self.phones:
+            append(f"p={p}")
         if self.connection is not None:
-            lines.append(f"c={self.connection.encode()}")
-        lines.extend(f"b={b.encode()}" for b in self.bandwidths)
+            append(f"c={self.connection.encode()}")
+        for b in self.bandwidths:
+            append(f"b={b.encode()}")
         for t in self.times:
-            lines.append(f"t={t.start} {t.stop}")
-            lines.extend(f"r={r}" for r in t.repeats)
+            append(f"t={t.start} {t.stop}")
+            for r in t.repeats:
+                append(f"r={r}")
             if t.zone is not None:
-                lines.append(f"z={t.zone}")
+                append(f"z={t.zone}")
         if self.key is not None:
-            lines.append(f"k={self.key}")
-        lines.extend(_encode_attribute(a) for a in self.attributes)
+            append(f"k={self.key}")
+        for name, value in self.attributes:
+            append(f"a={name}" if value is None else f"a={name}:{value}")
         for m in self.media:
-            lines.extend(m.encode_lines())
+            m._encode_into(lines)
         return lines
 
     def to_text(self) -> str:
         """CRLF after every line, the last one included (RFC 8866 §5)."""
-        return "".join(line + "\r\n" for line in self.encode_lines())
+        return "\r\n".join(self.encode_lines()) + "\r\n"
 
     def encode(self) -> bytes:
-        return self.to_text().encode("utf-8", "surrogateescape")
+        return ("\r\n".join(self.encode_lines()) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 # ---------------------------------------------------------------------------
@@ -1175,12 +1212,22 @@ class OriginState:
 
     def stamp(self, sdp: SessionDescription) -> tuple[OriginState, SessionDescription]:
         """``sdp`` with this leg's o= line, and the state to use for the next one."""
-        candidate = replace(sdp, origin=self.origin)
+        candidate = _with_origin(sdp, self.origin)
         if self.last is None or candidate == self.last:
-            return replace(self, last=candidate), candidate
-        origin = replace(self.origin, sess_version=self.origin.sess_version + 1)
-        bumped = replace(sdp, origin=origin)
+            return OriginState(self.origin, candidate), candidate
+        o = self.origin
+        origin = Origin(o.username, o.sess_id, o.sess_version + 1, o.nettype, o.addrtype,
+                        o.address)
+        bumped = _with_origin(sdp, origin)
         return OriginState(origin, bumped), bumped
+
+
+def _with_origin(sdp: SessionDescription, origin: Origin) -> SessionDescription:
+    """``replace(sdp, origin=origin)``, by the constructor (twice per call: ~5 µs less)."""
+    return SessionDescription(
+        origin, sdp.session_name, sdp.version, sdp.information, sdp.uri, sdp.emails,
+        sdp.phones, sdp.connection, sdp.bandwidths, sdp.times, sdp.key, sdp.attributes,
+        sdp.media)
 
 
 def is_refresh(previous: SessionDescription, current: SessionDescription) -> bool:
