@@ -614,7 +614,7 @@ def _split_lines(raw: Sequence[str]) -> list[tuple[str, str]]:
     for index, chunk in enumerate(raw):
         # CRLF per RFC 8866 §5; a bare LF is tolerated (§5: "SHOULD accept").
         stripped = chunk.rstrip("\r \t")
-        if len(stripped) < 2 or stripped[1] != "=" or not "a" <= stripped[0] <= "z":
+        if stripped[1:2] != "=" or not "a" <= stripped[:1] <= "z":
             raise _line_error(raw, index, "not a <type>=<value> line")
         value = stripped[2:]
         if not value:
@@ -892,7 +892,11 @@ def parse_sdp(body: bytes | str, limits: SdpLimits = DEFAULT_SDP_LIMITS) -> Sess
                     raise _Bad(f"{line_kind}= is out of order or repeated (RFC 8866 §5)")
                 rank = position
                 if line_kind == "a":
-                    media_attributes.append(_parse_attribute(value))
+                    # _parse_attribute, inline: most lines of a body are a= lines
+                    name, sep, rest = value.partition(":")
+                    if name not in _COMMON_TOKENS and not _TOKEN.match(name):
+                        raise _Bad(f"attribute name {name!r} is not a token")
+                    media_attributes.append((name, rest if sep else None))
                 elif line_kind == "c":
                     connections.append(_parse_connection(value))
                 elif line_kind == "i":
