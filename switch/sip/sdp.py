@@ -23,7 +23,10 @@ tree a rewrite for leg B would silently change the record of leg A.  Being
 values also makes RFC 3264 §8's rule "same o= version iff the description did
 not change" a plain ``==`` (see ``OriginState``).  Rewrites use
 ``dataclasses.replace`` and the ``with_*`` helpers, which are cheap at SDP
-sizes.
+sizes.  Being values also lets what is derived from them be computed once per
+distinct input and shared (``functools.lru_cache``): the parse of a c=, t= or
+rtpmap value, the attribute lookups of an attribute list (``_index``).  Phones
+send the same lines call after call, and the B2BUA handles two bodies per call.
 
 Round trip: ``parse_sdp(sdp.encode()) == sdp`` for every description whose
 text fields hold no CR, LF or NUL and do not end in whitespace, and
