@@ -24,8 +24,8 @@ produce SDP for a leg with no peer (a held leg, a new leg of a transfer).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
+from functools import lru_cache
 
 from switch.call.media import Codec, LegConfig
 from switch.sip.sdp import (
@@ -66,21 +66,50 @@ _PLACEHOLDER_ORIGIN = Origin("-", "0", 0, "IN", "IP4", "0.0.0.0")
 
 def stream_direction(sdp: SessionDescription, index: int) -> Direction:
     """The direction of stream ``index``, the legacy ``c=0.0.0.0`` hold included (§8.4)."""
-    direction = sdp.media_direction(index)
-    conn = sdp.media_connection(index)
+    m = sdp.media[index]
+    direction = m.direction_attribute or sdp.direction_attribute or Direction.SENDRECV
+    conn = m.connections[0] if m.connections else sdp.connection
     if conn is not None and conn.is_unspecified:
         return hold_direction(direction)
     return direction
 
 
-def _audio_stream(port: int, proto: str, formats: Sequence[SelectedFormat],
-                  direction: Direction, ptime: int | None) -> MediaDescription:
-    return MediaDescription("audio", port, proto, tuple(f.fmt for f in formats),
-                            attributes=stream_attributes(formats, direction, ptime))
+# What the anchored stream of an offer or an answer becomes depends only on the
+# stream's formats and attributes (not on its port or address), and phones send
+# the same ones call after call: the two functions below run once per distinct
+# input.  They return the stream's formats and attributes, or None.
+Stream = tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]
+_PORTLESS = 0
 
 
-def _relayable(m: MediaDescription) -> bool:
-    return not m.is_rejected and m.media.lower() == "audio" and m.proto.upper() == "RTP/AVP"
+@lru_cache(maxsize=1024)
+def _relayed_offer_stream(formats: tuple[str, ...], attributes: tuple[tuple[str, str | None], ...],
+                          proto: str, direction: Direction) -> Stream | None:
+    offered = MediaDescription("audio", _PORTLESS, proto, formats, attributes=attributes)
+    chosen = select_formats(offered, RELAYED_CODECS)
+    if not chosen:
+        return None
+    return (tuple(f.fmt for f in chosen),
+            stream_attributes(chosen, direction, offered.ptime))
+
+
+@lru_cache(maxsize=1024)
+def _relayed_answer_stream(formats: tuple[str, ...],
+                           attributes: tuple[tuple[str, str | None], ...], proto: str,
+                           offered_formats: tuple[str, ...], direction: Direction
+                           ) -> Stream | None:
+    answered = MediaDescription("audio", _PORTLESS, proto, formats, attributes=attributes)
+    offered = set(offered_formats)
+    chosen = [SelectedFormat(fmt, mapping, answered.fmtp(pt))
+              for pt, mapping in answered.rtpmaps().items() if (fmt := str(pt)) in offered]
+    if not chosen:
+        return None
+    return (tuple(f.fmt for f in chosen),
+            stream_attributes(chosen, direction, answered.ptime))
+
+
+# The engine's c= line, the same in every body it sends.
+_connection_for = lru_cache(maxsize=64)(Connection.for_address)
 
 
 def anchor_offer(offer: SessionDescription, *, address: str, port: int
@@ -92,17 +121,19 @@ def anchor_offer(offer: SessionDescription, *, address: str, port: int
     index: int | None = None
     streams: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
-        if index is None and _relayable(m):
-            chosen = select_formats(m, RELAYED_CODECS)
-            if chosen:
+        if index is None and m.port != 0 and m.media.lower() == "audio" \
+                and m.proto.upper() == "RTP/AVP":
+            relayed = _relayed_offer_stream(m.formats, m.attributes, m.proto,
+                                            stream_direction(offer, i))
+            if relayed is not None:
                 index = i
-                streams.append(_audio_stream(port, m.proto, chosen,
-                                             stream_direction(offer, i), m.ptime))
+                streams.append(MediaDescription("audio", port, m.proto, relayed[0],
+                                                attributes=relayed[1]))
                 continue
         streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
     if index is None:
         raise SdpNotAcceptable("no audio stream with PCMU or PCMA offered")
-    sdp = SessionDescription(origin=_PLACEHOLDER_ORIGIN, connection=Connection.for_address(address),
+    sdp = SessionDescription(_PLACEHOLDER_ORIGIN, connection=_connection_for(address),
                              times=offer.times, media=tuple(streams))
     return sdp, index
 
@@ -114,25 +145,22 @@ def anchor_answer(answer: SessionDescription, offer: SessionDescription, index: 
     Raises ``SdpNotAcceptable`` when the other side rejected the anchored stream.
     """
     if index >= len(answer.media) or index >= len(offer.media) \
-            or answer.media[index].is_rejected:
+            or answer.media[index].port == 0:
         raise SdpNotAcceptable("the other side rejected the audio stream")
     answered = answer.media[index]
-    offered = offer.media[index]
-    offered_formats = set(offered.formats)
-    formats = [SelectedFormat(fmt, mapping, answered.fmtp(pt))
-               for pt, mapping in answered.rtpmaps().items()
-               if (fmt := str(pt)) in offered_formats]
-    if not formats:
+    relayed = _relayed_answer_stream(answered.formats, answered.attributes, answered.proto,
+                                     offer.media[index].formats,
+                                     stream_direction(answer, index))
+    if relayed is None:
         raise SdpNotAcceptable("the other side answered no offered format")
     streams: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
         if i == index:
-            streams.append(_audio_stream(port, m.proto, formats,
-                                         stream_direction(answer, index), answered.ptime))
+            streams.append(MediaDescription("audio", port, m.proto, relayed[0],
+                                            attributes=relayed[1]))
         else:
             streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
-    return SessionDescription(origin=_PLACEHOLDER_ORIGIN,
-                              connection=Connection.for_address(address),
+    return SessionDescription(_PLACEHOLDER_ORIGIN, connection=_connection_for(address),
                               times=offer.times, media=tuple(streams))
 
 
@@ -207,10 +235,38 @@ def leg_config(local: SessionDescription, remote: SessionDescription, index: int
         # An IP6 address for an IP4 relay (or the reverse) cannot be sent to: wait
         # for the phone's first packet and latch to its source (symmetric RTP).
         address = None
-    common = [f for f in theirs.formats if f in set(ours.formats) and f.isdigit()]
+    payload_types, event_pt = _payload_types(theirs.formats, theirs.attributes, theirs.proto,
+                                              ours.formats, ours.attributes, ours.proto)
+    direction = _LEG_DIRECTION[stream_direction(local, index), stream_direction(remote, index)]
+    return LegConfig(remote=address, payload_types=dict(payload_types),
+                     telephone_event_pt=event_pt, direction=direction)
+
+
+# (what we said, what the phone said) -> what we may do on the leg: send if we
+# said we send and the phone receives, receive if we receive and it sends.
+_LEG_DIRECTION = {
+    (mine, peer): Direction.of(mine.sends and peer.receives, mine.receives and peer.sends).value
+    for mine in Direction for peer in Direction
+}
+
+
+@lru_cache(maxsize=1024)
+def _payload_types(their_formats: tuple[str, ...],
+                   their_attributes: tuple[tuple[str, str | None], ...], their_proto: str,
+                   our_formats: tuple[str, ...],
+                   our_attributes: tuple[tuple[str, str | None], ...], our_proto: str
+                   ) -> tuple[tuple[tuple[int, Codec], ...], int | None]:
+    """The common payload types of two streams (by the phone's rtpmap, else ours) and
+    the telephone-event one: the same inputs call after call, so computed once."""
+    theirs = MediaDescription("audio", _PORTLESS, their_proto, their_formats,
+                              attributes=their_attributes)
+    ours = MediaDescription("audio", _PORTLESS, our_proto, our_formats,
+                            attributes=our_attributes)
     payload_types: dict[int, Codec] = {}
     event_pt: int | None = None
-    for fmt in common:
+    for fmt in theirs.formats:
+        if fmt not in our_formats or not fmt.isdigit():
+            continue
         mapping = theirs.rtpmap(int(fmt)) or ours.rtpmap(int(fmt))
         if mapping is None:
             continue
@@ -218,7 +274,4 @@ def leg_config(local: SessionDescription, remote: SessionDescription, index: int
                                         channels=mapping.channels or 1)
         if mapping.encoding.lower() == TELEPHONE_EVENT and event_pt is None:
             event_pt = int(fmt)
-    mine, peer = stream_direction(local, index), stream_direction(remote, index)
-    direction = Direction.of(mine.sends and peer.receives, mine.receives and peer.sends)
-    return LegConfig(remote=address, payload_types=payload_types, telephone_event_pt=event_pt,
-                     direction=direction.value)
+    return tuple(payload_types.items()), event_pt
