@@ -713,7 +713,7 @@ class CallController:
                 body = relayed.encode()
                 exchange_offer = (relayed, index)
             invite = self._fork_invite(call, caller, binding, destination, body)
-            session = InviteSession.uac(invite, config=self._invite_config)
+            session = InviteSession.uac(invite, config=self._invite_config, owned=True)
             leg = self._new_leg(call, role=Role.UAC, party=target.extension, user=target,
                                 destination=destination, session=session,
                                 state=LegState.CALLING, leg_id=leg_id, origin=origin)

@@ -556,16 +556,20 @@ class InviteSession:
 
     @classmethod
     def uac(cls, invite: Request, *, config: InviteConfig | None = None,
-            rng: random.Random | None = None) -> InviteSession:
-        """A session for the INVITE we are about to send (From tag, Call-ID, Contact set)."""
-        headers = invite.headers.copy()
+            rng: random.Random | None = None, owned: bool = False) -> InviteSession:
+        """A session for the INVITE we are about to send (From tag, Call-ID, Contact set).
+
+        The session adds its Session-Expires/Min-SE/Supported and Allow fields to a
+        copy of ``invite``, or to ``invite`` itself when the caller hands it over
+        (``owned``: it was built for this session and is not used elsewhere)."""
         cfg = config or InviteConfig()
+        headers = invite.headers if owned else invite.headers.copy()
         if "session-expires" not in headers:
             for name, value in offer_headers(cfg.session_timer):
                 headers.add(name, value)
         if "allow" not in headers:
             headers.add("Allow", cfg.allow)
-        request = Request(invite.method, invite.uri, headers, invite.body)
+        request = invite if owned else Request(invite.method, invite.uri, headers, invite.body)
         return cls(Role.UAC, request, cfg, rng or _RNG)
 
     @classmethod

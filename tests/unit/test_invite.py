@@ -1005,3 +1005,13 @@ def test_update_offer_while_our_offerless_reinvite_is_pending_gets_491() -> None
     out = wire.uac.receive_request(update, wire.now, 42)
     assert isinstance(out[0], SendResponse) and out[0].response.status == 491
     assert wire.uac.offer_state is OfferState.STABLE
+
+
+def test_uac_adds_its_fields_to_a_copy_unless_the_invite_is_handed_over() -> None:
+    invite = make_invite()
+    copied = InviteSession.uac(invite)
+    assert copied.invite is not invite and "allow" not in invite.headers
+    assert "allow" in copied.invite.headers
+    owned = InviteSession.uac(invite, owned=True)
+    assert owned.invite is invite and "allow" in invite.headers
+    assert list(owned.invite.headers) == list(copied.invite.headers)
