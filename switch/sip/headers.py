@@ -128,7 +128,10 @@ def get_param(params: Params, name: str) -> str | None:
 
 
 def encode_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    text = ""
+    for key, value in params:   # a loop, not a generator: there are one or two
+        text += f";{key}" if value is None else f";{key}={value}"
+    return text
 
 
 # --- Via (RFC 3261 §20.42, §18.2.1, RFC 3581) -------------------------------
@@ -380,7 +383,10 @@ class Credentials:
 
 
 # One auth-param (RFC 7616 §3.3): name = token / quoted-string, then a comma or the end.
-_AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s,"]*)[ \t]*(?:,|$)')
+# (The quoted-string is written as an unrolled loop, "[^"\\]*(?:\\.[^"\\]*)*": the
+# same strings as "(?:[^"\\]|\\.)*", without an alternation per character.)
+_AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*'
+                         r'("[^"\\]*(?:\\.[^"\\]*)*"|[^\s,"]*)[ \t]*(?:,|$)')
 
 
 def parse_auth(value: str) -> Credentials:
