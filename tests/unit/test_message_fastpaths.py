@@ -9,12 +9,14 @@ code it replaced) on generated input.
 
 from __future__ import annotations
 
+import re
 from contextlib import ExitStack
 from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from switch.sip import headers as headers_module
 from switch.sip import parser
 from switch.sip.errors import SipError
 from switch.sip.headers import get_param, parse_via, tag_of
@@ -211,3 +213,15 @@ def test_make_response_copies_lists_without_sharing_them() -> None:
     assert "timestamp" not in ok.headers
     assert ok.encode().startswith(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK-1\r\n")
     assert ok.encode().endswith(b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+
+
+_OLD_AUTH_PARAM = re.compile(
+    r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s,"]*)[ \t]*(?:,|$)')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(list('a=", \\\t\nxé')), max_size=24), st.integers(0, 3))
+def test_auth_param_pattern_matches_the_old_one(text: str, pos: int) -> None:
+    old = _OLD_AUTH_PARAM.match(text, pos)
+    new = headers_module._AUTH_PARAM.match(text, pos)
+    assert (old and (old.span(), old.groups())) == (new and (new.span(), new.groups()))
