@@ -113,16 +113,25 @@ def _valid_param_value(value: str) -> bool:
         and bool(re.match(r"^[0-9A-Fa-f:.]+$", value))
 
 
+# Parameter names the code asks for, already in lower case (saves a lower() per lookup).
+_LOWER_PARAM_NAMES = frozenset({"tag", "branch", "received", "rport", "maddr", "transport",
+                                "refresher", "lr", "ttl", "expires", "q", "user", "method"})
+
+
 def get_param(params: Params, name: str) -> str | None:
-    lname = name.lower()
+    lname = name if name in _LOWER_PARAM_NAMES else name.lower()
     for key, value in params:
-        if key.lower() == lname:
+        # Parameters nearly always arrive in lower case: compare as is first.
+        if key == lname or key.lower() == lname:
             return value if value is not None else ""
     return None
 
 
 def encode_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    text = ""
+    for key, value in params:   # a loop, not a generator: there are one or two
+        text += f";{key}" if value is None else f";{key}={value}"
+    return text
 
 
 # --- Via (RFC 3261 §20.42, §18.2.1, RFC 3581) -------------------------------
@@ -161,9 +170,18 @@ class Via:
 
 
 def parse_via(value: str) -> Via:
-    fast = _parse_via_fast(value)
+    fast = _SIMPLE_VIA.match(value)
     if fast is not None:
-        return fast
+        # The shape nearly every phone sends: no LWS, no quotes, no IPv6 (hot path).
+        transport, host, port_text, param_text = fast.groups()
+        port = int(port_text) if port_text else None
+        if port is None or port <= 65535:
+            simple: list[tuple[str, str | None]] = []
+            if param_text:
+                for part in param_text[1:].split(";"):
+                    pname, eq, pvalue = part.partition("=")
+                    simple.append((pname, pvalue if eq else None))
+            return Via(transport.upper(), host, port, tuple(simple))
     match = _VIA_PROTOCOL.match(value)
     if not match:
         raise ParseError(f"malformed Via {value!r}")
@@ -181,23 +199,6 @@ def parse_via(value: str) -> Via:
 
 _SIMPLE_VIA = re.compile(r"^SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::(\d{1,5}))?"
                          r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:]+)?)*)$")
-
-
-def _parse_via_fast(value: str) -> Via | None:
-    """The shape nearly every phone sends: no LWS, no quotes, no IPv6 (hot path)."""
-    match = _SIMPLE_VIA.match(value)
-    if match is None:
-        return None
-    transport, host, port_text, param_text = match.groups()
-    port = int(port_text) if port_text else None
-    if port is not None and port > 65535:
-        return None
-    params: list[tuple[str, str | None]] = []
-    if param_text:
-        for part in param_text[1:].split(";"):
-            pname, eq, pvalue = part.partition("=")
-            params.append((pname, pvalue if eq else None))
-    return Via(transport.upper(), host, port, tuple(params))
 
 
 def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
@@ -359,16 +360,15 @@ def contacts(message: Message) -> list[NameAddr]:
             for item in message.headers.get_list("contact")]
 
 
+# The last ";tag=" (any case), its value up to the next ';', and no '>' after it
+# (a ";tag=" before the URI's closing '>' belongs to the URI).
+_LAST_TAG = re.compile(r".*;tag=([^;>]*)[^>]*", re.IGNORECASE | re.DOTALL)
+
+
 def tag_of(value: str) -> str | None:
     """The tag parameter of a From/To value without a full parse (hot path)."""
-    idx = value.lower().rfind(";tag=")
-    if idx < 0:
-        return None
-    close = value.rfind(">")
-    if close > idx:
-        return None
-    end = value.find(";", idx + 5)
-    return value[idx + 5:end if end >= 0 else None].strip()
+    match = _LAST_TAG.fullmatch(value)
+    return match.group(1).strip() if match is not None else None
 
 
 # --- Authorization / WWW-Authenticate (RFC 3261 §20.7, §20.44; RFC 7616 §3) --
@@ -383,7 +383,10 @@ class Credentials:
 
 
 # One auth-param (RFC 7616 §3.3): name = token / quoted-string, then a comma or the end.
-_AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s,"]*)[ \t]*(?:,|$)')
+# (The quoted-string is written as an unrolled loop, "[^"\\]*(?:\\.[^"\\]*)*": the
+# same strings as "(?:[^"\\]|\\.)*", without an alternation per character.)
+_AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*'
+                         r'("[^"\\]*(?:\\.[^"\\]*)*"|[^\s,"]*)[ \t]*(?:,|$)')
 
 
 def parse_auth(value: str) -> Credentials:

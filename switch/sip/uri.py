@@ -78,20 +78,21 @@ class SipUri:
                       self.headers)
 
     def __str__(self) -> str:
-        out = [self.scheme, ":"]
+        # In-place str += rather than list appends and a join: URIs are short.
+        text = f"{self.scheme}:"
         if self.user is not None:
-            out.append(self.user)
+            text += self.user
             if self.password is not None:
-                out.append(":" + self.password)
-            out.append("@")
-        out.append(self.host)
+                text += ":" + self.password
+            text += "@"
+        text += self.host
         if self.port is not None:
-            out.append(f":{self.port}")
+            text += f":{self.port}"
         for key, value in self.params:
-            out.append(f";{key}" if value is None else f";{key}={value}")
+            text += f";{key}" if value is None else f";{key}={value}"
         if self.headers:
-            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers))
-        return "".join(out)
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.headers)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
