@@ -20,6 +20,14 @@ by when other work shares the cores::
 
     .venv/bin/python bench/profile_calls.py --rate 150 --duration 10 --cprofile /tmp/engine.pstats
 
+With ``--callgrind`` the engine runs under valgrind's callgrind with
+instrumentation switched on only for the calls (after start-up and the
+callee's registration) and the figure printed is **instructions per call**:
+the same for the same code whatever else the machine is doing (CPU seconds
+move by 10-30 % on this shared 2-vCPU machine).  Slow: use ~5 calls/s::
+
+    .venv/bin/python bench/profile_calls.py --rate 5 --duration 20 --callgrind /tmp/cg.out
+
 Needs ``py-spy`` in the venv (``.venv/bin/pip install py-spy``); it is a
 development tool, not a test dependency.
 """
@@ -56,7 +64,14 @@ def main() -> int:
     ap.add_argument("--cprofile", default=None, metavar="FILE",
                     help="run the engine under cProfile, dump to FILE, print per-call counts")
     ap.add_argument("--top", type=int, default=50, help="rows of the --cprofile tables")
+    ap.add_argument("--callgrind", default=None, metavar="FILE",
+                    help="run the engine under callgrind, print instructions per call")
     args = ap.parse_args()
+    if args.callgrind:
+        args.no_profile = True
+        os.environ["SWITCH_ENGINE_CMD"] = (
+            f"valgrind --tool=callgrind --instr-atstart=no "
+            f"--callgrind-out-file={Path(args.callgrind).resolve()} {sys.executable} -m switch")
     if args.cprofile:
         args.no_profile = True
         os.environ["SWITCH_ENGINE_CMD"] = (f"{sys.executable} -m cProfile -o "
@@ -81,6 +96,9 @@ def main() -> int:
     try:
         target.start()
         target.register_callee()
+        if args.callgrind:
+            subprocess.run(["callgrind_control", "-i", "on", str(target.pid)], check=True,
+                           stdout=subprocess.DEVNULL)
         if not args.no_profile:
             spy = subprocess.Popen(
                 [str(pyspy), "record", "--pid", str(target.pid), "--rate", "250",
@@ -117,7 +135,19 @@ def main() -> int:
         print(f"profile: {args.out}")
     if args.cprofile:
         per_call(args.cprofile, step.calls, args.top)
+    if args.callgrind:
+        instructions(args.callgrind, step.calls)
     return 0
+
+
+def instructions(path: str, calls: int) -> None:
+    """The ``summary:``/``totals:`` event count of a callgrind output, per call."""
+    total = 0
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = max(total, int(line.split()[1]))
+    print(f"callgrind: {total:,} instructions for {calls} calls: "
+          f"{total / max(calls, 1) / 1e6:.3f} M instructions per call")
 
 
 def per_call(path: str, calls: int, top: int) -> None:
