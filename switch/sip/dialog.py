@@ -180,8 +180,9 @@ def _contact_uri(message: Request | Response) -> str | None:
 class Dialog:
     """One dialog's state (RFC 3261 §12).  Build with ``as_uac`` / ``as_uas``."""
 
-    __slots__ = ("call_id", "local_contact", "local_cseq", "local_party", "remote_cseq",
-                 "remote_party", "remote_target", "route_set", "secure", "state")
+    __slots__ = ("_from_text", "_id", "_to_text", "call_id", "local_contact", "local_cseq",
+                 "local_party", "remote_cseq", "remote_party", "remote_target", "route_set",
+                 "secure", "state")
 
     def __init__(self, *, call_id: str, local_party: NameAddr, remote_party: NameAddr,
                  remote_target: str, route_set: tuple[str, ...], local_cseq: int | None,
@@ -197,6 +198,11 @@ class Dialog:
         self.secure = secure
         self.local_contact = local_contact    # our Contact header value (name-addr text)
         self.state = state
+        # The parties never change once the dialog exists (§12.1): their tags, the
+        # id and the From/To text of our requests are made once, on first use.
+        self._id: DialogId | None = None
+        self._from_text: str | None = None
+        self._to_text: str | None = None
 
     # --- creation ---------------------------------------------------------------
 
@@ -266,15 +272,19 @@ class Dialog:
 
     @property
     def id(self) -> DialogId:
-        return DialogId(self.call_id, self.local_party.tag or "", self.remote_party.tag or "")
+        dialog_id = self._id
+        if dialog_id is None:
+            dialog_id = self._id = DialogId(self.call_id, self.local_party.tag or "",
+                                            self.remote_party.tag or "")
+        return dialog_id
 
     @property
     def local_tag(self) -> str:
-        return self.local_party.tag or ""
+        return self.id.local_tag
 
     @property
     def remote_tag(self) -> str:
-        return self.remote_party.tag or ""
+        return self.id.remote_tag
 
     def confirm(self, response: Response | None = None) -> None:
         """The dialog-creating INVITE got its 2xx.
@@ -360,8 +370,10 @@ class Dialog:
         for route in routes:
             headers.add("Route", route)
         headers.add("Max-Forwards", MAX_FORWARDS)
-        headers.add("From", str(self.local_party))
-        headers.add("To", str(self.remote_party))
+        if self._from_text is None:
+            self._from_text, self._to_text = str(self.local_party), str(self.remote_party)
+        headers.add("From", self._from_text)
+        headers.add("To", self._to_text or "")
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{number} {method}")
         if method in TARGET_REFRESH_METHODS and self.local_contact:
