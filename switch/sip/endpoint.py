@@ -460,12 +460,22 @@ class Endpoint:
         return self._reply_destination(stamped, source)
 
     def _reply_destination(self, via: Via, source: Source) -> Destination:
-        params = via.params
-        maddr = get_param(params, "maddr")
+        maddr: str | None = None
+        received: str | None = None
+        rport: str | None = None
+        for name, value in via.params:          # one pass for the three (§18.2.2)
+            lname = name.lower()                # (the first of each wins, as get_param)
+            if lname == "received":
+                if received is None:
+                    received = value or ""
+            elif lname == "rport":
+                if rport is None:
+                    rport = value or ""
+            elif lname == "maddr" and maddr is None:
+                maddr = value or ""
         if maddr and source.transport == "udp":
             return Destination(transport="udp", host=maddr, port=via.port or 5060)
-        host = get_param(params, "received") or via.host.strip("[]")
-        rport = get_param(params, "rport")
+        host = received or via.host.strip("[]")
         if rport and rport.isdigit():
             port = int(rport)
         else:

@@ -19,7 +19,7 @@ from switch.sip.endpoint import (
     TransportErrorOccurred,
 )
 from switch.sip.errors import TransactionDoesNotExist
-from switch.sip.headers import cseq, to_header, top_via
+from switch.sip.headers import cseq, parse_via, to_header, top_via
 from switch.sip.message import Headers, Request, Response, make_response
 from switch.sip.parser import parse_message
 from switch.sip.transaction import State, TransactionStateError, make_ack, make_cancel
@@ -429,3 +429,25 @@ def test_get_timer_is_the_earliest_deadline_of_all_transactions() -> None:
     assert ep.datagrams_to_send()[1:] == []
     samples = dict(((d, m, s), v) for d, m, s, v in ep.stats.samples())
     assert samples[("in", "OPTIONS", "")] == 1
+
+
+@pytest.mark.parametrize(("via", "transport", "expected"), [
+    ("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-1", "udp", ("10.0.0.1", 5070)),
+    ("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-1", "udp", ("10.0.0.1", 5060)),
+    ("SIP/2.0/TLS 10.0.0.1;branch=z9hG4bK-1", "tcp", ("10.0.0.1", 5061)),
+    ("SIP/2.0/UDP 10.0.0.1:5070;rport=4000;received=192.0.2.9;branch=x", "udp",
+     ("192.0.2.9", 4000)),
+    ("SIP/2.0/UDP 10.0.0.1:5070;RPORT=4000;Received=192.0.2.9;rport=1;received=1.1.1.1",
+     "udp", ("192.0.2.9", 4000)),                         # the first of each, any case
+    ("SIP/2.0/UDP 10.0.0.1:5070;rport;received=192.0.2.9", "udp", ("192.0.2.9", 5070)),
+    ("SIP/2.0/UDP 10.0.0.1:5070;maddr=239.1.1.1;received=192.0.2.9", "udp",
+     ("239.1.1.1", 5070)),                                # §18.2.2: maddr first over UDP
+    ("SIP/2.0/TCP 10.0.0.1:5070;maddr=239.1.1.1;received=192.0.2.9", "tcp",
+     ("192.0.2.9", 5070)),
+    ("SIP/2.0/UDP [2001:db8::1]:5070;branch=x", "udp", ("2001:db8::1", 5070)),
+])
+def test_reply_destination(via: str, transport: str, expected: tuple[str, int]) -> None:
+    endpoint = Endpoint(via_host="127.0.0.1", via_port=5060)
+    source = Source(transport=transport, host="198.51.100.7", port=9999)
+    destination = endpoint._reply_destination(parse_via(via), source)
+    assert (destination.host, destination.port) == expected
