@@ -42,6 +42,7 @@ from switch.sip.transport.tcp import TcpConnection
 from switch.sip.transport.udp import UdpProtocol
 
 log = logging.getLogger(__name__)
+_SOURCE_CACHE = 4096      # UDP peers remembered by _datagram_received
 
 EventHandler = Callable[[Event], None]
 
@@ -77,6 +78,9 @@ class SipDriver:
         self._server: asyncio.Server | None = None
         self._bound: tuple[str, int] | None = None
         self._local: tuple[str, int] = ("", 0)
+        # One Source per UDP peer address, reused (a frozen 6-field dataclass built
+        # for every datagram otherwise); bounded: cleared when it fills up.
+        self._sources: dict[tuple[str, int], Source] = {}
         self._connections: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], list[Outgoing]] = {}
@@ -110,6 +114,7 @@ class SipDriver:
             raise
         self._bound = (str(bound_host), int(bound_port))
         self._local = self._bound
+        self._sources.clear()
         via_host = self._advertised_host or str(bound_host)
         if via_host in ("0.0.0.0", "::", ""):
             via_host = primary_address()
@@ -163,8 +168,13 @@ class SipDriver:
     # --- incoming ------------------------------------------------------------------------
 
     def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        source = Source(transport="udp", host=addr[0], port=addr[1],
-                        local_host=self._local[0], local_port=self._local[1])
+        source = self._sources.get(addr)
+        if source is None:
+            if len(self._sources) >= _SOURCE_CACHE:
+                self._sources.clear()
+            source = self._sources[addr] = Source(
+                transport="udp", host=addr[0], port=addr[1],
+                local_host=self._local[0], local_port=self._local[1])
         try:
             self.endpoint.receive(data, source, self._now())
         except Exception:   # a bug must not stop the transport (DESIGN.md rule 5)
