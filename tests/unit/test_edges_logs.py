@@ -293,3 +293,41 @@ def test_secret_key_decisions_are_cached_but_bounded(monkeypatch: pytest.MonkeyP
     assert len(_logs._PLAIN_KEYS) + len(_logs._SECRET_KEY_NAMES) == 3
     # decided again (not cached) past the bound: same answers
     assert _logs.redact_secrets(None, "info", dict.fromkeys(keys, "v")) == got
+
+
+def test_call_context_nests_and_restores() -> None:
+    with call_context("outer"):
+        assert _logs._CALL_ID.get() == "outer"
+        with call_context("inner"):
+            assert _logs._CALL_ID.get() == "inner"
+        assert _logs._CALL_ID.get() == "outer"
+        with call_context("x", user="u"):       # extra: structlog's contextvars
+            assert structlog.contextvars.get_contextvars() == {"call_id": "x", "user": "u"}
+        assert structlog.contextvars.get_contextvars() == {}
+    assert _logs._CALL_ID.get() is None
+
+
+def test_loggers_keep_their_methods_only_when_structlog_caches() -> None:
+    out = io.StringIO()
+    try:
+        configure_logging("json", "info", stream=out)
+        log = get_logger("switch.test")
+        log.info("one")
+        assert "info" not in vars(log)          # looked up each time: reconfigurable
+        configure_logging("json", "info", stream=out, cache=True)
+        log = get_logger("switch.test", unit="u1")
+        log.info("two")
+        assert "info" in vars(log)              # frozen, as structlog's proxy is
+        log.info("three", n=3)
+        log.bind(k="v").warning("four")
+        events = [(line["event"], line.get("unit"), line.get("k"), line["level"])
+                  for line in lines(out)]
+        assert events == [("one", None, None, "info"), ("two", "u1", None, "info"),
+                          ("three", "u1", None, "info"), ("four", "u1", "v", "warning")]
+        with pytest.raises(AttributeError):
+            log.__wrapped__  # noqa: B018 - dunder probes are not forwarded
+    finally:
+        structlog.reset_defaults()
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "_switch_handler", False):
+                logging.getLogger().removeHandler(handler)
