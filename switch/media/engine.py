@@ -293,12 +293,14 @@ def _pt_map(src: LegConfig | None, dst: LegConfig | None) -> bytes | None:
     if src is None or dst is None or not dst.payload_types:
         return None
     by_codec: dict[tuple[str, int, int], int] = {}
+    # (``Codec.key``, spelt out: a property call fewer per codec)
     for pt, codec in dst.payload_types.items():
-        by_codec.setdefault(codec.key, pt)
+        by_codec.setdefault((codec.name.upper(), codec.clock_rate, codec.channels), pt)
     table = bytearray(_SAME_PTS)
     for pt, codec in src.payload_types.items():
         if 0 <= pt < 128:
-            table[pt] = by_codec.get(codec.key, 0xFF)
+            table[pt] = by_codec.get((codec.name.upper(), codec.clock_rate, codec.channels),
+                                     0xFF)
     if src.telephone_event_pt is not None:
         table[src.telephone_event_pt] = (dst.telephone_event_pt
                                          if dst.telephone_event_pt is not None else 0xFF)
@@ -585,14 +587,19 @@ class MediaEngine:
         leg._closed = True
         leg._expecting = False
         leg._player = None
-        self._playing.pop(leg.id, None)
+        if leg.id in self._playing:
+            del self._playing[leg.id]
         leg._digits = None
-        self._sending.pop(leg.id, None)
-        for tap in leg._taps:
-            self._forget_tap(tap)
-        leg._taps.clear()
-        self._update_tap_buffers(leg)
-        self._tapped.pop(leg.id, None)
+        if leg.id in self._sending:
+            del self._sending[leg.id]
+        if leg._taps:
+            for tap in leg._taps:
+                self._forget_tap(tap)
+            leg._taps.clear()
+        if leg._rx.tap_bufs is not None:
+            self._update_tap_buffers(leg)
+        if leg.id in self._tapped:
+            del self._tapped[leg.id]
         if self._legs.get(leg.id) is leg:
             del self._legs[leg.id]
         self._closed_in += leg._rx.packets
