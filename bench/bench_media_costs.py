@@ -15,6 +15,12 @@ engine besides the packets themselves.
 * ``taps``: the engine's tick over N tapped legs that each buffered one
   20 ms PCMU packet (batched decode, ``on_audio`` per leg to a no-op tap);
   µs per tick.
+* ``call``: what a signalling-only call asks of the media side, as the call
+  controller asks it: two legs opened through ``EngineMediaPort``, each
+  configured (call-control ``LegConfig``: PCMU + telephone-event) with
+  ``DtmfWiring`` observing (tap, digit gate), bridged, unbridged, closed; µs
+  and Python function calls (cProfile) per call, sockets recycled as in a
+  steady load.
 * ``wiring``: ``DtmfWiring`` (in-band on, no feature codes) with N legs each
   delivering 20 ms of audio a tick, fake time: ``on_audio`` per leg and the
   batched detector; µs per tick.  And the same N legs silent (a signalling-only
@@ -22,13 +28,15 @@ engine besides the packets themselves.
 
 Usage::
 
-    .venv/bin/python bench/bench_media_costs.py [--legs 1000] [--repeat 5]
+    .venv/bin/python bench/bench_media_costs.py [--legs 1000] [--repeat 5] [--only call]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -40,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from switch.app import tune_gc  # noqa: E402
 from switch.call.dtmf import DtmfWiring  # noqa: E402
 from switch.call.media import Codec as CallCodec  # noqa: E402
+from switch.call.media import EngineMediaPort  # noqa: E402
 from switch.call.media import LegConfig as CallLegConfig  # noqa: E402
 from switch.config import FeaturesConfig, User  # noqa: E402
 from switch.logs import get_logger  # noqa: E402
@@ -92,6 +102,61 @@ def open_close(legs: int) -> float:
         cpu = time.process_time() - t0
         await engine.stop()
         return 1e6 * cpu / legs
+
+    try:
+        import uvloop
+        return uvloop.run(run())
+    except ImportError:
+        return asyncio.run(run())
+
+
+def call(calls: int, profile: bool = False) -> float:
+    """µs per call (``profile``: Python function calls per call instead)."""
+    async def run() -> float:
+        engine = MediaEngine(host="127.0.0.1", port_min=42000, port_max=42000 + 8 * calls + 7,
+                             port_quarantine=0.0)
+        await engine.start()
+        port = EngineMediaPort(engine)
+        wired = DtmfWiring(FeaturesConfig(), engine=engine, bus=_Bus(),
+                           metrics=Metrics(process_metrics=False), log=get_logger("bench"),
+                           clock=time.monotonic)
+        user = User(extension="1", name="bench", password="p")
+
+        async def one(i: int) -> None:
+            legs = []
+            for side in ("a", "b"):
+                media = await port.open_leg(f"{side}{i}")
+                leg = SimpleNamespace(id=media.id, call=SimpleNamespace(id=f"c{i}"), user=user,
+                                      party="1", media=media)
+                config = CallLegConfig(remote=("127.0.0.1", 4000 + 2 * len(legs)), payload_types={
+                    0: CallCodec(name="PCMU"), 101: CallCodec(name="telephone-event")},
+                    telephone_event_pt=101)
+                port.configure(media, config)
+                wired.leg_media_configured(leg, config)  # type: ignore[arg-type]
+                legs.append(leg)
+            port.bridge(legs[0].media, legs[1].media)
+            port.unbridge(legs[0].media)
+            for leg in legs:
+                wired.leg_media_closed(leg)  # type: ignore[arg-type]
+                port.close_leg(leg.media)
+            await asyncio.sleep(0)           # the closes' callbacks
+
+        for i in range(min(calls, 50)):      # warm: spare pairs to recycle
+            await one(i)
+        tune_gc()                            # as the engine runs (app.py)
+        profiler = cProfile.Profile() if profile else None
+        t0 = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        for i in range(calls):
+            await one(calls + i)
+        if profiler is not None:
+            profiler.disable()
+        cpu = time.process_time() - t0
+        await engine.stop()
+        if profiler is not None:
+            return pstats.Stats(profiler).total_calls / calls  # type: ignore[attr-defined,no-any-return]
+        return 1e6 * cpu / calls
 
     try:
         import uvloop
@@ -184,12 +249,17 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--legs", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5, help="runs per figure (median shown)")
+    ap.add_argument("--only", choices=["call"], help="only the per-call figure")
     args = ap.parse_args()
     n = args.legs
 
     def median(fn: Any, *fn_args: Any) -> float:
         return statistics.median(fn(*fn_args) for _ in range(args.repeat))
 
+    print(f"call (2 legs, dtmf wiring):  {median(call, min(n, 500)):8.1f} µs, "
+          f"{call(200, True):.0f} function calls")
+    if args.only:
+        return 0
     print(f"open/close one leg:          {median(open_close, min(n, 500)):8.1f} µs")
     print(f"relay, Python part:          {median(relay):8.0f} ns per packet")
     print(f"engine taps, {n} legs:     {median(taps, n):8.0f} µs per tick")

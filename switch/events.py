@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Self
 
 from switch.logs import get_logger
@@ -66,8 +66,21 @@ _RESERVED: Final = frozenset({"type", "time"})
 _log = get_logger("switch.events")
 
 
+_iso_second = -1
+_iso_prefix = ""
+
+
 def _utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now as ``2024-05-01T12:00:00.123Z`` (what ``datetime.now(UTC).isoformat(
+    timespec="milliseconds")`` writes, with ``Z``), the date-time part formatted
+    once per second: one clock read per event instead of four calls."""
+    global _iso_second, _iso_prefix
+    now = time.time_ns()  # integer: the milliseconds are floored as datetime floors them
+    second = now // 1_000_000_000
+    if second != _iso_second:
+        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _iso_second = second
+    return f"{_iso_prefix}.{now // 1_000_000 % 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,18 +189,19 @@ class EventBus:
         """Stamp and fan out one event; returns it.  Never blocks."""
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r} (add it to switch.events.EVENT_TYPES)")
-        clash = _RESERVED.intersection(fields)
-        if clash:
-            raise ValueError(f"event field(s) {sorted(clash)} are reserved")
+        if "type" in fields or "time" in fields:  # _RESERVED
+            raise ValueError(f"event field(s) {sorted(_RESERVED.intersection(fields))} "
+                             "are reserved")
         event = Event(type=type, time=self._clock(), fields=fields)
-        slow: list[Subscription] = []
-        for sub in self._subscribers:
-            if sub.types is not None and type not in sub.types:
-                continue
-            if not sub._offer(event):
-                slow.append(sub)
-        for sub in slow:
-            self._drop(sub)
+        if self._subscribers:
+            slow: list[Subscription] = []
+            for sub in self._subscribers:
+                if sub.types is not None and type not in sub.types:
+                    continue
+                if not sub._offer(event):
+                    slow.append(sub)
+            for sub in slow:
+                self._drop(sub)
         return event
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
@@ -60,14 +60,44 @@ _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO,
                   "warning": logging.WARNING, "error": logging.ERROR}
 
 
+# Key names seen so far, by verdict: a line's keys come from the code and repeat, so
+# the lower()/replace() of each is done once per name, not once per line.  Bounded:
+# past _KEY_CACHE_MAX names (keys from untrusted dicts), new ones are decided each time.
+_PLAIN_KEYS: Final[set[str]] = set()
+_SECRET_KEY_NAMES: Final[set[str]] = set()
+_KEY_CACHE_MAX: Final = 4096
+
+
+def _learn_key(key: str) -> bool:
+    """Whether ``key`` names a secret (the decision is remembered for the next line)."""
+    secret = key.lower().replace("-", "_") in _SECRET_KEYS
+    if len(_PLAIN_KEYS) + len(_SECRET_KEY_NAMES) < _KEY_CACHE_MAX:
+        (_SECRET_KEY_NAMES if secret else _PLAIN_KEYS).add(key)
+    return secret
+
+
 def _is_secret_key(key: str) -> bool:
-    return key.lower().replace("-", "_") in _SECRET_KEYS
+    if key in _PLAIN_KEYS:
+        return False
+    return key in _SECRET_KEY_NAMES or _learn_key(key)
+
+
+def _has_hint(text: str) -> bool:
+    """Whether ``text`` may hold a credential fragment (``_SCRUB_HINT`` matches).
+
+    On ASCII text a case-insensitive match is a lower-cased substring: ~6x
+    cheaper than the regex; other text (Unicode case folding, e.g. U+017F
+    matching "s") keeps the regex."""
+    if text.isascii():
+        low = text.lower()
+        return "response" in low or "bearer" in low or "token=" in low
+    return _SCRUB_HINT.search(text) is not None
 
 
 def _scrub(value: object) -> object:
     if isinstance(value, str):
         # Cheap pre-check: most strings contain none of the hints.
-        if _SCRUB_HINT.search(value) is None:
+        if not _has_hint(value):
             return value
         for pattern, replacement in _SCRUB_RES:
             value = pattern.sub(replacement, value)
@@ -83,12 +113,36 @@ def _scrub(value: object) -> object:
 
 
 def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: no password, digest response or token in any line."""
-    for key in list(event_dict):
-        if _is_secret_key(key):
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+    """structlog processor: no password, digest response or token in any line.
+
+    Values under secret keys become ``REDACTED``; every other value goes
+    through :func:`_scrub`.  The common line (a few short strings and numbers,
+    none with a hint) is decided in one pass: the plain strings are joined
+    (NUL-separated, so no hint spans two values) and checked once; numbers,
+    booleans and ``None`` cannot hold a secret.
+    """
+    hay = ""
+    for key, value in event_dict.items():
+        if key not in _PLAIN_KEYS and (key in _SECRET_KEY_NAMES or _learn_key(key)):
+            event_dict[key] = REDACTED  # a value replaced, not a key added: iteration goes on
+            continue
+        cls = type(value)
+        if cls is str:
+            hay += value
+            hay += "\0"
+        elif not (cls is int or cls is float or cls is bool or value is None):
+            event_dict[key] = _scrub(value)
+    if not hay:
+        return event_dict
+    if hay.isascii():  # _has_hint, inline: one call fewer per line
+        low = hay.lower()
+        hint = "response" in low or "bearer" in low or "token=" in low
+    else:
+        hint = _SCRUB_HINT.search(hay) is not None
+    if hint:
+        for key, value in event_dict.items():
+            if type(value) is str:
+                event_dict[key] = _scrub(value)
     return event_dict
 
 
@@ -240,6 +294,46 @@ except ImportError:  # pragma: no cover - the stdlib fallback
         return _ENCODER.encode(event_dict)
 
 
+# structlog's registry of its context variables (filled by ``bind_contextvars``):
+# while it is empty no ``structlog_*`` variable exists and merging them is a no-op.
+_STRUCTLOG_VARS: Final[dict[str, Any] | None] = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None)
+
+
+def _line_processor(chain: list[Processor]) -> Processor:
+    """``chain`` (the processors before the renderer) as one processor.
+
+    The common line (no ``stack_info``, ``exc_info`` or ``_record``) gets what
+    the chain would add, in the same order — contextvars, ``call_id``,
+    ``level``, ``timestamp``, ``logger`` — and :func:`redact_secrets`, in one
+    call instead of eight; any other line runs ``chain`` itself.
+    """
+    def process(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        global _stamp_second, _stamp_prefix
+        if "stack_info" in event_dict or "exc_info" in event_dict or "_record" in event_dict:
+            result: Any = event_dict
+            for proc in chain:
+                result = proc(logger, method_name, result)
+            return result  # type: ignore[no-any-return]
+        if _STRUCTLOG_VARS is None or _STRUCTLOG_VARS:
+            structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
+        call_id = _CALL_ID.get()
+        if call_id is not None and "call_id" not in event_dict:
+            event_dict["call_id"] = call_id
+        event_dict["level"] = ("warning" if method_name == "warn"
+                               else "error" if method_name == "exception" else method_name)
+        now = time.time()  # add_timestamp, inline
+        second = int(now)
+        if second != _stamp_second:
+            _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            _stamp_second = second
+        event_dict["timestamp"] = f"{_stamp_prefix}.{int((now - second) * 1e6):06d}Z"
+        event_dict["logger"] = logger.name
+        return redact_secrets(logger, method_name, event_dict)
+
+    return process
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -283,15 +377,15 @@ def configure_logging(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
         if fmt == "json" else []
     )
+    chain: list[Processor] = [
+        *_shared_processors(),
+        structlog.stdlib.add_logger_name,
+        structlog.processors.StackInfoRenderer(),
+        *exc_formatter,
+        redact_secrets,  # last, so it also sees rendered tracebacks
+    ]
     structlog.configure(
-        processors=[
-            *_shared_processors(),
-            structlog.stdlib.add_logger_name,
-            structlog.processors.StackInfoRenderer(),
-            *exc_formatter,
-            redact_secrets,  # last, so it also sees rendered tracebacks
-            renderer,
-        ],
+        processors=[_line_processor(chain), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_StreamLoggerFactory(stream, writer),
         cache_logger_on_first_use=cache,
@@ -327,12 +421,38 @@ class _StdoutProxy:
         sys.stdout.flush()
 
 
+class _LazyLogger:
+    """structlog's lazy proxy, without its per-line indirection once frozen.
+
+    ``structlog.get_logger`` returns a proxy that assembles the bound logger on
+    every method lookup (``__getattr__`` -> ``bind`` -> ``getattr``); with
+    ``cache_logger_on_first_use`` (the real process) it always hands back the
+    same logger.  Then this wrapper keeps what it looked up (``log.info``, the
+    bound method of that logger) as its own attribute: the next line calls it
+    directly.  Not cached (tests): looked up each time, so reconfiguring works.
+    """
+
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # copy/pickle/abc probes: not the logger's
+        proxy = self._proxy
+        value = getattr(proxy.bind(), name)
+        if "bind" in vars(proxy):  # structlog froze the proxy (cached first use)
+            setattr(self, name, value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<_LazyLogger {self._proxy!r}>"
+
+
 def get_logger(name: str, **initial: object) -> FilteringBoundLogger:
     """A logger whose lines carry ``logger=name``; safe to create at import time."""
     # The name travels as a logger-factory argument (structlog reserves the
     # `logger` keyword); add_logger_name puts it into each line.
-    logger: FilteringBoundLogger = structlog.get_logger(name, **initial)
-    return logger
+    return cast(FilteringBoundLogger, _LazyLogger(structlog.get_logger(name, **initial)))
 
 
 _CALL_ID: Final[ContextVar[str | None]] = ContextVar("switch_call_id", default=None)
@@ -347,27 +467,38 @@ def add_call_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> Ev
 
 
 class _CallContext:
-    """One ContextVar set/reset: the call controller enters one per SIP event, and
-    structlog's ``bound_contextvars`` (a generator over a dict of vars) cost ~8 µs
-    each time; this costs ~0.5 µs."""
+    """``call_context(call_id, **extra)``: every line logged inside carries
+    ``call_id`` (and ``extra``).
 
-    __slots__ = ("_call_id", "_token")
+    Without ``extra``, one ContextVar set/reset: the call controller enters one
+    per SIP event, and structlog's ``bound_contextvars`` (a generator over a dict
+    of vars) cost ~8 µs each time; this costs ~0.5 µs.  With ``extra``,
+    ``bound_contextvars`` as before.  (A class rather than a function returning
+    one: a Python call fewer per use.)"""
 
-    def __init__(self, call_id: str) -> None:
+    __slots__ = ("_bound", "_call_id", "_extra", "_token")
+
+    def __init__(self, call_id: str, **extra: object) -> None:
         self._call_id = call_id
+        self._extra = extra
         self._token: Token[str | None] | None = None
+        self._bound: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> None:
-        self._token = _CALL_ID.set(self._call_id)
+        if self._extra:
+            bound = structlog.contextvars.bound_contextvars(call_id=self._call_id, **self._extra)
+            bound.__enter__()
+            self._bound = bound
+        else:
+            self._token = _CALL_ID.set(self._call_id)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._token is not None:
             _CALL_ID.reset(self._token)
             self._token = None
+        elif self._bound is not None:
+            bound, self._bound = self._bound, None
+            bound.__exit__(*exc)
 
 
-def call_context(call_id: str, **extra: object) -> AbstractContextManager[None]:
-    """Every line logged inside carries ``call_id`` (and ``extra``)."""
-    if extra:
-        return structlog.contextvars.bound_contextvars(call_id=call_id, **extra)
-    return _CallContext(call_id)
+call_context: Final = _CallContext

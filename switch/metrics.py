@@ -153,19 +153,20 @@ class Metrics:
 
         # Zero-initialise enumerable label sets so rate() works from the start
         # and dashboards show 0 rather than "no data".
-        for result in CALL_RESULTS:
-            self.calls.labels(result=result)
-        for kind in TRANSFER_KINDS:
-            for tresult in TRANSFER_RESULTS:
-                self.transfers.labels(kind=kind, result=tresult)
-        for method in DTMF_METHODS:
-            self.dtmf_digits.labels(method=method)
+        # The children are kept: ``labels()`` (sort, lock, dict) is not redone per event.
+        self._call_results = {result: self.calls.labels(result=result)
+                              for result in CALL_RESULTS}
+        self._transfer_results = {(kind, tresult): self.transfers.labels(kind=kind,
+                                                                          result=tresult)
+                                  for kind in TRANSFER_KINDS for tresult in TRANSFER_RESULTS}
+        self._dtmf_methods = {method: self.dtmf_digits.labels(method=method)
+                              for method in DTMF_METHODS}
         for transport in PARSE_ERROR_TRANSPORTS:
             self.sip_parse_errors.labels(transport=transport)
-        for reason in AUTH_FAILURE_REASONS:
-            self.auth_failures.labels(reason=reason)
-        for reason in FORCED_RELEASE_REASONS:
-            self.calls_forced_release.labels(reason=reason)
+        self._auth_reasons = {reason: self.auth_failures.labels(reason=reason)
+                              for reason in AUTH_FAILURE_REASONS}
+        self._forced_reasons = {reason: self.calls_forced_release.labels(reason=reason)
+                                for reason in FORCED_RELEASE_REASONS}
 
         self._rtp_in = self.rtp_packets.labels(direction="in")
         self._rtp_out = self.rtp_packets.labels(direction="out")
@@ -226,29 +227,35 @@ class Metrics:
     # ---------------------------------------------------------------- helpers
 
     def call_ended(self, result: str) -> None:
-        if result not in CALL_RESULTS:
+        child = self._call_results.get(result)
+        if child is None:
             raise ValueError(f"call result must be one of {CALL_RESULTS}, got {result!r}")
-        self.calls.labels(result=result).inc()
+        child.inc()
 
     def transfer_finished(self, kind: str, result: str) -> None:
-        if kind not in TRANSFER_KINDS or result not in TRANSFER_RESULTS:
+        child = self._transfer_results.get((kind, result))
+        if child is None:
             raise ValueError(f"unknown transfer kind/result {kind!r}/{result!r}")
-        self.transfers.labels(kind=kind, result=result).inc()
+        child.inc()
 
     def dtmf_digit(self, method: str) -> None:
-        if method not in DTMF_METHODS:
+        child = self._dtmf_methods.get(method)
+        if child is None:
             raise ValueError(f"DTMF method must be one of {DTMF_METHODS}, got {method!r}")
-        self.dtmf_digits.labels(method=method).inc()
+        child.inc()
 
     def auth_failure(self, reason: str) -> None:
-        self.auth_failures.labels(
-            reason=reason if reason in AUTH_FAILURE_REASONS else "other").inc()
+        child = self._auth_reasons.get(reason)
+        if child is None:       # "other" is made on its first use, as before
+            child = self.auth_failures.labels(reason="other")
+        child.inc()
 
     def forced_release(self, reason: str) -> None:
-        if reason not in FORCED_RELEASE_REASONS:
+        child = self._forced_reasons.get(reason)
+        if child is None:
             raise ValueError(f"forced release reason must be one of {FORCED_RELEASE_REASONS}, "
                              f"got {reason!r}")
-        self.calls_forced_release.labels(reason=reason).inc()
+        child.inc()
 
     def parse_error(self, transport: str) -> None:
         self.sip_parse_errors.labels(transport=transport.lower()).inc()

@@ -150,6 +150,8 @@ class EngineMediaPort:
         self._media = media
         self._unavailable: type[BaseException] = getattr(media, "MediaUnavailable", OSError)
         self._codecs: dict[Codec, Any] = {}
+        self._payload_types: dict[tuple[object, ...], Mapping[int, Any]] = {}
+        """Converted ``payload_types`` by content: calls negotiate the same few sets."""
 
     async def open_leg(self, leg_id: str) -> MediaLegHandle:
         try:
@@ -162,7 +164,15 @@ class EngineMediaPort:
         self.engine.close_leg(leg)
 
     def configure(self, leg: MediaLegHandle, config: LegConfig) -> None:
-        payload_types = {pt: self._codec(codec) for pt, codec in config.payload_types.items()}
+        key: tuple[object, ...] = ()
+        for pt, codec in config.payload_types.items():
+            key += (pt, codec.name, codec.clock_rate, codec.channels)
+        payload_types = self._payload_types.get(key)
+        if payload_types is None:
+            # one mapping shared by the legs of that content (nobody mutates a config's)
+            payload_types = {pt: self._codec(codec) for pt, codec in config.payload_types.items()}
+            if len(self._payload_types) < 256:
+                self._payload_types[key] = payload_types
         self.engine.configure(leg, self._media.LegConfig(
             remote=config.remote, payload_types=payload_types,
             telephone_event_pt=config.telephone_event_pt, direction=config.direction))

@@ -293,16 +293,25 @@ def _pt_map(src: LegConfig | None, dst: LegConfig | None) -> bytes | None:
     if src is None or dst is None or not dst.payload_types:
         return None
     by_codec: dict[tuple[str, int, int], int] = {}
+    # (``Codec.key``, spelt out: a property call fewer per codec)
     for pt, codec in dst.payload_types.items():
-        by_codec.setdefault(codec.key, pt)
-    table = bytearray(range(128))
+        by_codec.setdefault((codec.name.upper(), codec.clock_rate, codec.channels), pt)
+    table = bytearray(_SAME_PTS)
     for pt, codec in src.payload_types.items():
         if 0 <= pt < 128:
-            table[pt] = by_codec.get(codec.key, 0xFF)
+            table[pt] = by_codec.get((codec.name.upper(), codec.clock_rate, codec.channels),
+                                     0xFF)
     if src.telephone_event_pt is not None:
         table[src.telephone_event_pt] = (dst.telephone_event_pt
                                          if dst.telephone_event_pt is not None else 0xFF)
-    return None if table == bytearray(range(128)) else bytes(table)
+    return None if table == _SAME_PTS else bytes(table)
+
+
+_SAME_PTS: Final = bytes(range(128))
+"""The PT map that changes nothing."""
+
+_GATES: Final[dict[str, bytes]] = {}
+"""``set_digit_gate`` tables by first digits (one feature-code set per engine, in practice)."""
 
 
 class MediaEngine:
@@ -578,14 +587,19 @@ class MediaEngine:
         leg._closed = True
         leg._expecting = False
         leg._player = None
-        self._playing.pop(leg.id, None)
+        if leg.id in self._playing:
+            del self._playing[leg.id]
         leg._digits = None
-        self._sending.pop(leg.id, None)
-        for tap in leg._taps:
-            self._forget_tap(tap)
-        leg._taps.clear()
-        self._update_tap_buffers(leg)
-        self._tapped.pop(leg.id, None)
+        if leg.id in self._sending:
+            del self._sending[leg.id]
+        if leg._taps:
+            for tap in leg._taps:
+                self._forget_tap(tap)
+            leg._taps.clear()
+        if leg._rx.tap_bufs is not None:
+            self._update_tap_buffers(leg)
+        if leg.id in self._tapped:
+            del self._tapped[leg.id]
         if self._legs.get(leg.id) is leg:
             del self._legs[leg.id]
         self._closed_in += leg._rx.packets
@@ -611,13 +625,19 @@ class MediaEngine:
         old = leg.config
         leg.config = config
         rx, sender = leg._rx, leg._sender
-        rx.te_pt = config.telephone_event_pt if config.telephone_event_pt is not None else -1
-        rate = next((c.clock_rate for pt, c in config.payload_types.items()
-                     if pt != config.telephone_event_pt
-                     and c.name.lower() != "telephone-event"), 8000)
-        rx.rate = sender.rate = rate
-        rx.silence = {pt: _SILENCE[c.name.upper()] for pt, c in config.payload_types.items()
-                      if c.name.upper() in _SILENCE}
+        te_pt = config.telephone_event_pt
+        rx.te_pt = te_pt if te_pt is not None else -1
+        # the first audio codec's clock rate; silence for the G.711 ones (one pass)
+        rate: int | None = None
+        silence: dict[int, bytes] = {}
+        for pt, c in config.payload_types.items():
+            if rate is None and pt != te_pt and c.name.lower() != "telephone-event":
+                rate = c.clock_rate
+            name = c.name.upper()
+            if name in _SILENCE:
+                silence[pt] = _SILENCE[name]
+        rx.rate = sender.rate = 8000 if rate is None else rate
+        rx.silence = silence
         usable = _usable(config.remote)
         if old is None or old.remote != config.remote:
             # a new SDP address: latch afresh (RFC 4961 §3)
@@ -697,10 +717,13 @@ class MediaEngine:
             raise MediaError("cannot tap a closed leg")
         if tap not in leg._taps:
             leg._taps.append(tap)
-            self._tap_uses[id(tap)] = self._tap_uses.get(id(tap), 0) + 1
-            end = getattr(tap, "on_tick_end", None)
-            if callable(end):
-                self._tick_ends[id(tap)] = end
+            key = id(tap)
+            uses = self._tap_uses.get(key, 0)
+            self._tap_uses[key] = uses + 1
+            if not uses:        # its first leg (_forget_tap drops the hook with the last)
+                end = getattr(tap, "on_tick_end", None)
+                if callable(end):
+                    self._tick_ends[key] = end
         self._tapped[leg.id] = leg
         self._update_tap_buffers(leg)
 
@@ -723,6 +746,8 @@ class MediaEngine:
     def _update_tap_buffers(leg: MediaLeg) -> None:
         rx = leg._rx
         if not leg._taps:
+            if rx.tap_bufs is None:
+                return          # untapped already: nothing was buffered since (relay.py)
             rx.tap_bufs = None
             rx.ulaw.clear()
             rx.alaw.clear()
@@ -779,12 +804,17 @@ class MediaEngine:
             rx.gate = None
             rx.holding = False
             return
-        table = bytearray(256)
-        for code in range(len(DIGITS)):
-            table[code] = 2
-        for digit in first_digits:
-            table[event_code(digit)] = 1
-        rx.gate = bytes(table)
+        gate = _GATES.get(first_digits)
+        if gate is None:
+            table = bytearray(256)
+            for code in range(len(DIGITS)):
+                table[code] = 2
+            for digit in first_digits:
+                table[event_code(digit)] = 1
+            gate = bytes(table)
+            if len(_GATES) < 64:
+                _GATES[first_digits] = gate
+        rx.gate = gate
 
     def set_digit_hold(self, leg: MediaLeg, *, hold: bool, mute: bool = False) -> None:
         """``hold``: a feature code may be in progress on the leg, its keypad events are

@@ -13,6 +13,7 @@ return to the pool when the engine closes them.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from switch.media.errors import MediaUnavailable
 
@@ -30,11 +31,8 @@ class PortPool:
         self.port_max = port_max
         self._free: deque[int] = deque(range(first, port_max, 2))
         self._all = frozenset(self._free)
-
-    @property
-    def capacity(self) -> int:
+        self.capacity: Final = len(self._all)
         """How many RTP/RTCP pairs the range holds."""
-        return len(self._all)
 
     def __len__(self) -> int:
         return len(self._free)

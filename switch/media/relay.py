@@ -89,13 +89,15 @@ class _Sender:
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.addr: tuple[str, int] | None = None
-        # RFC 3550 §8.1: chosen at random, one per leg for the whole call
-        self.ssrc = random.getrandbits(32)
+        # RFC 3550 §8.1: chosen at random, one per leg for the whole call; the
+        # initial sequence number and timestamp too (§5.1): 32 + 16 + 32 random bits
+        bits = random.getrandbits(80)
+        self.ssrc = bits & 0xFFFFFFFF
         self.src_ssrc = _REMAP
         self.seq_off = 0
         self.ts_off = 0
-        self.last_seq = random.getrandbits(16)
-        self.last_ts = random.getrandbits(32)
+        self.last_seq = (bits >> 32) & 0xFFFF
+        self.last_ts = bits >> 48
         self.last_time: float | None = None
         self.rate = 8000
         self.pt_map: bytes | None = None

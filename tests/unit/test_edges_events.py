@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switch.events import CALL_CREATED, DTMF_DIGIT, EVENT_TYPES, Event, EventBus, Subscription
 from switch.metrics import Metrics
@@ -95,3 +98,29 @@ async def test_close_ends_iteration() -> None:
     assert not sub.dropped
     assert bus.subscriber_count == 0
     sub.close()  # idempotent
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))  # to 2100
+def test_event_time_is_what_datetime_isoformat_writes(now_ns: int) -> None:
+    import switch.events as events
+
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_ns // 1000)
+                ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    original = events.time.time_ns
+    events.time.time_ns = lambda: now_ns  # type: ignore[assignment]
+    try:
+        assert events._utc_now_iso() == expected
+        assert events._utc_now_iso() == expected  # the cached second too
+    finally:
+        events.time.time_ns = original  # type: ignore[method-assign]
+
+
+def test_publish_without_subscribers_still_checks_and_returns_the_event() -> None:
+    bus = EventBus(clock=lambda: "T")
+    event = bus.publish(CALL_CREATED, call_id="c1")
+    assert event == Event(type=CALL_CREATED, time="T", fields={"call_id": "c1"})
+    with pytest.raises(ValueError, match=r"\['time'\] are reserved"):
+        bus.publish(CALL_CREATED, time="x")
+    with pytest.raises(ValueError, match="unknown event type"):
+        bus.publish("call.nope")

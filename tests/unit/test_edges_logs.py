@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -9,7 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import switch.logs as _logs
 from switch.logs import REDACTED, call_context, configure_logging, get_logger
 
 
@@ -179,3 +183,151 @@ def test_timestamp_is_iso_utc_with_microseconds_and_follows_the_clock(
     pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
     assert pattern.match(first) and pattern.match(second)
     assert first[:19] != second[:19] and first < second
+
+
+# --- the fast paths agree with the plain processors ------------------------------
+
+
+def _reference_scrub(value: object) -> object:
+    """The redaction as first written: every key and every string on its own."""
+    if isinstance(value, str):
+        if _logs._SCRUB_HINT.search(value) is None:
+            return value
+        for pattern, replacement in _logs._SCRUB_RES:
+            value = pattern.sub(replacement, value)
+        return value
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and _reference_secret(k)
+                else _reference_scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_scrub(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return _reference_scrub(bytes(value).decode("utf-8", "replace"))
+    return value
+
+
+def _reference_secret(key: str) -> bool:
+    return key.lower().replace("-", "_") in _logs._SECRET_KEYS
+
+
+def _reference_redact(event_dict: dict[str, object]) -> dict[str, object]:
+    return {k: REDACTED if _reference_secret(k) else _reference_scrub(v)
+            for k, v in event_dict.items()}
+
+
+_KEYS = st.sampled_from(["event", "caller", "raw", "Authorization", "PASSWORD", "api-token",
+                         "headers", "n", "response", "Proxy-Authorization", "url", "x"])
+_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(['response="abc"', "RESPONSE = x1", "Bearer t0k", "bEaReR  q",
+                     "/a?token=zz&b=1", "reſponse=abc", "Token=", "respons", "ok",
+                     'Digest username="u", response="66", nonce="n"', "call.created"]),
+    st.builds(lambda a, b: a + b, st.text(max_size=8),
+              st.sampled_from(["response=1", "bearer 2", "token=3", "RESPonse=\"4\""])),
+)
+_SCALAR = st.one_of(_TEXT, st.integers(), st.floats(allow_nan=False), st.booleans(),
+                    st.none(), st.binary(max_size=12).map(lambda b: b + b"response=9"))
+_VALUE = st.recursive(_SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.tuples(inner, inner),
+    st.dictionaries(_KEYS, inner, max_size=3)), max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUE, max_size=8))
+def test_redaction_fast_path_agrees_with_the_plain_one(event_dict: dict[str, object]) -> None:
+    expected = _reference_redact(dict(event_dict))
+    got = _logs.redact_secrets(None, "info", dict(event_dict))
+    assert got == expected
+    assert list(got) == list(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUE, max_size=6),
+       st.sampled_from(["info", "warning", "warn", "error", "exception", "debug"]),
+       st.one_of(st.none(), st.sampled_from(["abc@host", "response=1@h"])))
+def test_line_processor_agrees_with_its_chain(
+        event_dict: dict[str, object], method: str, call_id: str | None) -> None:
+    now = 1_700_000_000.123456
+    chain = [*_logs._shared_processors(), structlog.stdlib.add_logger_name,
+             structlog.processors.StackInfoRenderer(), _logs.redact_secrets]
+    fast = _logs._line_processor(chain)
+    logger = _logs._StreamLogger(io.StringIO(), "switch.token=x")
+    original_time = _logs.time.time
+    _logs.time.time = lambda: now  # type: ignore[assignment]
+    try:
+        with call_context(call_id) if call_id else contextlib.nullcontext():
+            expected: object = dict(event_dict, event="e")
+            for proc in chain:
+                expected = proc(logger, method, expected)  # type: ignore[arg-type]
+            got = fast(logger, method, dict(event_dict, event="e"))
+    finally:
+        _logs.time.time = original_time  # type: ignore[method-assign]
+    assert got == expected
+    assert list(got) == list(expected)  # type: ignore[call-overload]
+
+
+def test_line_processor_takes_the_chain_for_tracebacks_stacks_and_bound_contextvars(
+        stream: io.StringIO) -> None:
+    log = get_logger("t")
+    with call_context("abc@host", user="u1"):
+        log.info("with.extra", stack_info=True)
+    try:
+        raise ValueError("response=secret1")
+    except ValueError:
+        log.exception("failed", token="t")
+    first, second = lines(stream)
+    assert first["call_id"] == "abc@host" and first["user"] == "u1" and "stack" in first
+    assert list(first)[-2:] == ["logger", "stack"]
+    assert second["level"] == "error" and second["token"] == REDACTED
+    assert "secret1" not in stream.getvalue() and "exception" in second
+
+
+def test_secret_key_decisions_are_cached_but_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_logs, "_PLAIN_KEYS", set())
+    monkeypatch.setattr(_logs, "_SECRET_KEY_NAMES", set())
+    monkeypatch.setattr(_logs, "_KEY_CACHE_MAX", 3)
+    keys = ["a", "Password", "b", "c", "Set-Cookie", "d"]
+    got = _logs.redact_secrets(None, "info", dict.fromkeys(keys, "v"))
+    assert got == {"a": "v", "Password": REDACTED, "b": "v", "c": "v",
+                   "Set-Cookie": REDACTED, "d": "v"}
+    assert len(_logs._PLAIN_KEYS) + len(_logs._SECRET_KEY_NAMES) == 3
+    # decided again (not cached) past the bound: same answers
+    assert _logs.redact_secrets(None, "info", dict.fromkeys(keys, "v")) == got
+
+
+def test_call_context_nests_and_restores() -> None:
+    with call_context("outer"):
+        assert _logs._CALL_ID.get() == "outer"
+        with call_context("inner"):
+            assert _logs._CALL_ID.get() == "inner"
+        assert _logs._CALL_ID.get() == "outer"
+        with call_context("x", user="u"):       # extra: structlog's contextvars
+            assert structlog.contextvars.get_contextvars() == {"call_id": "x", "user": "u"}
+        assert structlog.contextvars.get_contextvars() == {}
+    assert _logs._CALL_ID.get() is None
+
+
+def test_loggers_keep_their_methods_only_when_structlog_caches() -> None:
+    out = io.StringIO()
+    try:
+        configure_logging("json", "info", stream=out)
+        log = get_logger("switch.test")
+        log.info("one")
+        assert "info" not in vars(log)          # looked up each time: reconfigurable
+        configure_logging("json", "info", stream=out, cache=True)
+        log = get_logger("switch.test", unit="u1")
+        log.info("two")
+        assert "info" in vars(log)              # frozen, as structlog's proxy is
+        log.info("three", n=3)
+        log.bind(k="v").warning("four")
+        events = [(line["event"], line.get("unit"), line.get("k"), line["level"])
+                  for line in lines(out)]
+        assert events == [("one", None, None, "info"), ("two", "u1", None, "info"),
+                          ("three", "u1", None, "info"), ("four", "u1", "v", "warning")]
+        with pytest.raises(AttributeError):
+            log.__wrapped__  # noqa: B018 - dunder probes are not forwarded
+    finally:
+        structlog.reset_defaults()
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "_switch_handler", False):
+                logging.getLogger().removeHandler(handler)

@@ -110,3 +110,26 @@ def test_helpers_reject_unknown_label_values() -> None:
         m.dtmf_digit("smoke")
     with pytest.raises(ValueError):
         m.sip_message("sideways", "INVITE")
+    with pytest.raises(ValueError):
+        m.transfer_finished("blind", "exploded")
+    with pytest.raises(ValueError):
+        m.forced_release("whim")
+
+
+def test_helpers_count_on_their_series() -> None:
+    m = Metrics(process_metrics=False)
+    get = m.registry.get_sample_value
+    for _ in range(2):
+        m.call_ended("busy")
+        m.transfer_finished("warm", "rejected")
+        m.dtmf_digit("info")
+        m.auth_failure("stale_nonce")
+        m.forced_release("shutdown")
+    m.auth_failure("martian")
+    assert get("switch_calls_total", {"result": "busy"}) == 2
+    assert get("switch_calls_total", {"result": "answered"}) == 0
+    assert get("switch_transfers_total", {"kind": "warm", "result": "rejected"}) == 2
+    assert get("switch_dtmf_digits_total", {"method": "info"}) == 2
+    assert get("switch_auth_failures_total", {"reason": "stale_nonce"}) == 2
+    assert get("switch_auth_failures_total", {"reason": "other"}) == 1
+    assert get("switch_calls_forced_release_total", {"reason": "shutdown"}) == 2
