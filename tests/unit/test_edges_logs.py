@@ -134,6 +134,29 @@ async def test_batched_writer_on_the_loop_writes_an_iteration_in_one_write() -> 
     assert [line["i"] for line in lines(out)] == list(range(100))
 
 
+async def test_batched_writer_with_a_delay_writes_the_window_in_one_write() -> None:
+    import asyncio
+
+    from switch.logs import _BatchedWriter
+
+    out = _CountingStream()
+    writer = _BatchedWriter(out, delay=0.05)
+    writer.write(json.dumps({"event": "n", "i": 0}))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    writer.write(json.dumps({"event": "n", "i": 1}))      # a later iteration, same window
+    assert out.writes == 0
+    for _ in range(200):                                   # no timing assertion: just wait
+        if out.writes:
+            break
+        await asyncio.sleep(0.01)
+    assert out.writes == 1
+    assert [line["i"] for line in lines(out)] == [0, 1]
+    writer.write(json.dumps({"event": "n", "i": 2}))      # the next window
+    writer.flush()
+    assert out.writes == 2 and [line["i"] for line in lines(out)] == [0, 1, 2]
+
+
 async def test_batched_writer_bounds_what_waits_and_keeps_order_across_threads() -> None:
     import asyncio
 
