@@ -185,6 +185,11 @@ class EventBus:
         self._gauge()
         return sub
 
+    def wants(self, type: str) -> bool:
+        """Whether any subscriber takes ``type`` events: a publisher whose fields cost
+        something to build (a call's parties) skips ``publish`` when none does."""
+        return any(sub.types is None or type in sub.types for sub in self._subscribers)
+
     def publish(self, type: str, **fields: object) -> Event:
         """Stamp and fan out one event; returns it.  Never blocks."""
         if type not in EVENT_TYPES:

@@ -186,6 +186,9 @@ class RecordSink(Protocol):
 
 
 class EventSink(Protocol):
+    def wants(self, type: str) -> bool:
+        """Whether publishing ``type`` would reach anyone (else its fields are not built)."""
+
     def publish(self, type: str, **fields: object) -> Any: ...
 
 
@@ -1169,8 +1172,9 @@ class CallController:
         self._bridge(call, caller, winner)
         self._log.info("call.answered", leg_id=winner.id, party=winner.party,
                        setup_seconds=round(setup, 3))
-        self._bus.publish(CALL_ANSWERED, call_id=call.id, parties=self._parties(call),
-                          setup_seconds=round(setup, 3))
+        if self._bus.wants(CALL_ANSWERED):
+            self._bus.publish(CALL_ANSWERED, call_id=call.id, parties=self._parties(call),
+                              setup_seconds=round(setup, 3))
         self._save(call)
         self._run(caller, outputs)
 
@@ -1262,8 +1266,9 @@ class CallController:
         self._metrics.call_ended(result.value)
         self._log.info("call.ended", result=result.value, cause=cause,
                        duration=round(call.ended_wall - call.created_wall, 3))
-        self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
-                          result=result.value, cause=cause)
+        if self._bus.wants(CALL_ENDED):
+            self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
+                              result=result.value, cause=cause)
         self._save(call)
 
     def _hangup_all(self, call: Call, status: int) -> None:
@@ -1387,8 +1392,9 @@ class CallController:
         self._hangup_all(call, 500)
         self._metrics.calls_active.dec()
         self._metrics.call_ended(CallResult.FAILED.value)
-        self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
-                          result=CallResult.FAILED.value, cause="internal_error")
+        if self._bus.wants(CALL_ENDED):
+            self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
+                              result=CallResult.FAILED.value, cause="internal_error")
         self._save(call)
 
     # --- legs: creation, timers, lookup, release ---------------------------------------------
@@ -1535,8 +1541,9 @@ class CallController:
     def _publish_created(self, call: Call, caller: Leg, request: Request) -> None:
         self._log.info("call.created", caller=caller.party,
                        source=f"{caller.destination.host}:{caller.destination.port}")
-        self._bus.publish(CALL_CREATED, call_id=call.id, parties=self._parties(call),
-                          caller=caller.party, dialed=target_user_part(request.uri) or "")
+        if self._bus.wants(CALL_CREATED):
+            self._bus.publish(CALL_CREATED, call_id=call.id, parties=self._parties(call),
+                              caller=caller.party, dialed=target_user_part(request.uri) or "")
         self._save(call)
 
     def _save(self, call: Call) -> None:

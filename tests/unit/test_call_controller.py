@@ -173,6 +173,9 @@ class FakeBus:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, object]]] = []
 
+    def wants(self, type: str) -> bool:
+        return True
+
     def publish(self, type: str, **fields: object) -> None:
         self.events.append((type, fields))
 
