@@ -167,8 +167,9 @@ class SwitchSipService:
         self._registrar = Registrar(
             self._auth, credentials, self._location, min_expires=sip.min_expires,
             max_expires=sip.max_expires, default_expires=sip.default_expires)
-        self._core = UasCore(CoreConfig(server_name=sip.user_agent, allowed=ALLOWED_METHODS),
-                             new_tag)
+        supported = ("path", "timer") if config.calls.session_timer else ("path",)
+        self._core = UasCore(CoreConfig(server_name=sip.user_agent, allowed=ALLOWED_METHODS,
+                                        supported=supported), new_tag)
         self._core.register_usage("REGISTER", self._register)
         self._writer = BindingWriter(store)
         self._records = CallRecordWriter(store)

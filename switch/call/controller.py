@@ -563,7 +563,11 @@ class CallController:
     def _reoffer(self, leg: Leg, direction: Direction) -> None:
         if leg.media is None:
             raise ConflictError(f"leg {leg.id} has no media")
-        base = leg.local_sdp or local_offer(address=self._media_host, port=leg.media.local_port)
+        # The codecs in use on the leg, not all it was first offered: the phone must
+        # not switch to one the other side of the bridge does not send (no transcoding).
+        base = offer_in_use(leg.local_sdp, leg.remote_sdp, leg.stream) \
+            if leg.local_sdp is not None \
+            else local_offer(address=self._media_host, port=leg.media.local_port)
         leg.origin, offer = leg.origin.stamp(set_direction(base, direction, leg.stream))
         leg.local_sdp = offer
         self._log.info("call.reoffer", to_leg=leg.id, direction=direction.value)

@@ -49,6 +49,9 @@ class Usage(Protocol):
 class CoreConfig:
     server_name: str = "switch"
     allowed: tuple[str, ...] = ("OPTIONS", "REGISTER")   # methods advertised in Allow
+    # Option tags a request may Require (RFC 3261 §8.2.2.3) and OPTIONS advertises:
+    # "timer" too when the engine does session timers (RFC 4028).
+    supported: tuple[str, ...] = tuple(sorted(SUPPORTED_OPTION_TAGS))
 
 
 class UasCore:
@@ -59,6 +62,7 @@ class UasCore:
         self._make_tag = make_tag
         self._usages: dict[str, Usage] = {"OPTIONS": self._options}
         self._allow = ", ".join(config.allowed)
+        self._supported = frozenset(tag.lower() for tag in config.supported)
 
     def register_usage(self, method: str, usage: Usage) -> None:
         self._usages[method] = usage
@@ -116,7 +120,7 @@ class UasCore:
         parse_request_uri(request.uri)       # raises 416 / 400
         if method != "CANCEL":
             unsupported = [tag for tag in request.headers.get_list("require")
-                           if tag.lower() not in SUPPORTED_OPTION_TAGS]
+                           if tag.lower() not in self._supported]
             if unsupported:
                 return make_response(request, 420, to_tag=self._make_tag(),
                                      extra=(("Unsupported", ", ".join(unsupported)),))
@@ -141,7 +145,7 @@ class UasCore:
             ("Accept", ", ".join(ACCEPTED_BODY_TYPES)),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en"),
-            ("Supported", ", ".join(sorted(SUPPORTED_OPTION_TAGS))),
+            ("Supported", ", ".join(sorted(self._supported))),
         ))
 
     def _decorate(self, response: Response) -> None:

@@ -3,8 +3,9 @@ max call duration, the forced-release metric, 420 Bad Extension for a required
 extension, offerless re-INVITEs (SIPp on both sides, and a small Record-Routing
 proxy, rrproxy.py, in front of the caller).
 
-The two ``xfail(strict=True)`` tests record engine bugs found here; they turn into
-failures (XPASS) once the engine is fixed, and then lose their marks."""
+Two of these found engine bugs when written (``Require: timer`` refused while
+session timers were on; hold/resume re-offers with codecs no longer in use):
+both fixed since."""
 
 from __future__ import annotations
 
@@ -231,11 +232,6 @@ def test_require_timer_gets_420_when_session_timers_are_off(
     assert engine.problems() == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: switch/sip/core.py SUPPORTED_OPTION_TAGS is {'path'}, and core.check "
-    "(switch/service.py _on_request) refuses an initial INVITE's Require: timer with 420 "
-    "before InviteSession.uas's check_required, which accepts timer when session timers "
-    "are on"))
 def test_require_timer_is_accepted_when_session_timers_are_on(
         engine_factory, peer_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """Session timers on (the default): an INVITE with ``Require: timer`` (RFC 4028 §7.1)
@@ -392,10 +388,6 @@ def test_offerless_reinvite_answered_sendonly_holds_the_callee(
     assert engine.problems() == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: CallController._reoffer (switch/call/controller.py) re-offers the peer its "
-    "last local_sdp, i.e. the caller's original codec list, not offer_in_use(...) as "
-    "_offer_requested does: the callee may pick PCMA, which the bridge does not carry"))
 def test_direction_reoffer_to_the_callee_keeps_to_the_codecs_in_use(
         engine_factory, peer_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """The hold/resume re-INVITEs switch sends the callee after an offerless re-INVITE

@@ -97,3 +97,30 @@ def test_usage_error_becomes_response() -> None:
     response = _answer(core, _request("regaut01.dat"))
     assert response.status == 400
     assert "bad Contact" in (response.headers.get("warning") or "")
+
+
+@pytest.mark.parametrize(("supported", "require", "status", "unsupported"), [
+    (("path",), "timer", 420, "timer"),
+    (("path", "timer"), "timer", None, None),           # session timers on (RFC 4028 §7.1)
+    (("path", "timer"), "Timer, 100rel", 420, "100rel"),
+    (("path", "timer"), "path", None, None),
+])
+def test_required_option_tags_follow_the_config(supported: tuple[str, ...], require: str,
+                                                status: int | None,
+                                                unsupported: str | None) -> None:
+    core = UasCore(CoreConfig(server_name="t", supported=supported), lambda: "tag")
+    invite = parse_message(
+        b"INVITE sip:1002@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-1\r\n"
+        b"From: <sip:1001@example.com>;tag=a\r\nTo: <sip:1002@example.com>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+        b"Require: " + require.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(invite, Request)
+    refusal = core.check(invite)
+    assert (refusal.status if refusal else None) == status
+    if refusal is not None:
+        assert refusal.headers.get("unsupported") == unsupported
+    options = parse_message(bytes(invite.encode()).replace(b"INVITE", b"OPTIONS")
+                            .replace(b"Require: " + require.encode() + b"\r\n", b""))
+    assert isinstance(options, Request)
+    answer = core.handle(options, None, 0.0, 0.0)
+    assert answer is not None and answer.headers.get("supported") == ", ".join(sorted(supported))
