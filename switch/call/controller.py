@@ -812,6 +812,9 @@ class CallController:
             # Even when a handler raised: a terminated session is released, not kept.
             self._arm(leg)
             self._maybe_release(leg)
+        if leg.pending_direction is not None and leg.session.can_modify \
+                and leg.session.state is State.CONFIRMED:
+            self._offer_pending_direction(leg)
 
     def _send_request(self, leg: Leg, request: Request) -> None:
         if "user-agent" not in request.headers:
@@ -1065,10 +1068,24 @@ class CallController:
         if direction is stream_direction(before, leg.stream):
             return
         if not peer.session.can_modify or peer.session.state is not State.CONFIRMED:
-            self._log.info("call.direction_not_relayed", leg_id=leg.id, to_leg=peer.id,
+            # An exchange with the peer is in progress (our previous re-INVITE, its
+            # own): offered when it is over (_run), the latest direction winning.
+            self._log.info("call.direction_deferred", leg_id=leg.id, to_leg=peer.id,
                            direction=direction.value)
+            peer.pending_direction = direction
             return
+        peer.pending_direction = None
         self._reoffer(peer, direction)
+
+    def _offer_pending_direction(self, leg: Leg) -> None:
+        direction, leg.pending_direction = leg.pending_direction, None
+        if direction is None or not leg.live or leg.held_by_us or leg.media is None \
+                or leg.call.state is not CallState.ANSWERED:
+            return
+        if leg.local_sdp is not None and stream_direction(leg.local_sdp, leg.stream) \
+                is direction:
+            return                        # what it was last offered already
+        self._reoffer(leg, direction)
 
     def _answer_received(self, leg: Leg, body: bytes) -> None:
         ex = leg.exchange

@@ -48,7 +48,7 @@ from switch.config import User
 from switch.fsm import FastEnum
 from switch.sip.dialog import InvalidTransition
 from switch.sip.invite import InviteSession, Role
-from switch.sip.sdp import OriginState, SessionDescription
+from switch.sip.sdp import Direction, OriginState, SessionDescription
 from switch.sip.transaction import Destination
 
 __all__ = [
@@ -183,6 +183,10 @@ class Leg:
     held_by_us: bool = False                       # we put its phone on hold
     offered_on_request: bool = False               # our offer in a 2xx to its offerless
                                                    # re-INVITE awaits the ACK's answer
+    # A direction the bridged party chose (hold/resume in an ACK's answer) that could
+    # not be offered to this leg at once (an exchange was in progress): offered as
+    # soon as the leg can take a re-INVITE again (CallController._run).
+    pending_direction: Direction | None = None
     # The ending guard: once a leg stops being live it must be released by this
     # instant (pushed back by every request sent while ending), whatever its phone
     # does; see CallController._leg_overdue.

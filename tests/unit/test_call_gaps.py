@@ -145,6 +145,33 @@ def test_offerless_reinvite_answered_on_hold_relays_the_hold() -> None:
     assert tag_of(reinvites[0].request.headers.get("to") or "") == "btag"
 
 
+def test_a_direction_change_during_a_pending_reinvite_is_offered_after_it() -> None:
+    """Hold then resume in quick succession, both by offerless re-INVITEs answered in
+    the ACKs: the resume comes while our hold re-INVITE to the callee is unanswered,
+    so it is offered to the callee once that exchange is over (not dropped)."""
+    from switch.sip.sdp import parse_sdp
+    w = World()
+    phone, fork, ok = w.established()
+    before = len(w.sent("INVITE"))
+    answer = OFFER.replace(b" 0 8 101", b" 0 101")
+    phone.in_dialog("INVITE")                                    # offerless: we offer
+    phone.in_dialog("ACK", _hold(answer, b"sendonly", b"2"), cseq=phone.cseq)
+    (hold,) = w.sent("INVITE")[before:]                          # to the callee, unanswered
+    assert parse_sdp(hold.request.body).media_direction(0).value == "sendonly"
+    phone.in_dialog("INVITE")                                    # resume, at once
+    phone.in_dialog("ACK", _hold(answer, b"sendrecv", b"3"), cseq=phone.cseq)
+    assert len(w.sent("INVITE")) == before + 1                  # deferred, not sent yet
+    w.answer(hold, _hold(ANSWER, b"recvonly", b"8"))            # the callee takes the hold
+    resume = w.sent("INVITE")[before + 1:]
+    assert len(resume) == 1
+    assert parse_sdp(resume[0].request.body).media_direction(0).value == "sendrecv"
+    assert parse_sdp(resume[0].request.body).media[0].formats == ("0", "101")
+    w.answer(resume[0], _hold(ANSWER, b"sendrecv", b"9"))
+    (call,) = w.controller.calls
+    assert w.media.configs[call.forks[0].id].direction == "sendrecv"
+    assert call.forks[0].pending_direction is None
+
+
 def test_offerless_update_is_a_refresh_answered_without_sdp() -> None:
     w = World()
     phone, fork, ok = w.established()
