@@ -578,7 +578,13 @@ def main() -> int:
     if "sippy" in only:
         measure(SippyTarget(work, server_cpu, sipp_cpu), [("signalling", False, rates)])
     if "switch" in only:
-        ports = max(4000, 8 * max(concurrent or [0]), 8 * max(rtp_rates))
+        # Every call anchors media, signalling-only too: two legs, each an RTP/RTCP
+        # pair held for the call and then quarantined (port_quarantine, 1 s) before
+        # reuse.  Too small a range fails calls with 503 (media_unavailable) long
+        # before the engine runs out of CPU.
+        hold_s = args.hold_ms / 1000
+        in_use = max([*rates, *rtp_rates]) * 2 * (hold_s + 1.5)
+        ports = max(4000, 8 * max(concurrent or [0]), 8 * max(rtp_rates), int(2 * in_use))
         measure(SwitchTarget(work, server_cpu, sipp_cpu, rtp_ports=min(ports, 20000)),
                 [("signalling", False, rates), *rtp_modes])  # fmt: skip
 
