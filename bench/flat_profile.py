@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 _LINE = re.compile(r" \(([^:)]*):\d+\)")
 
@@ -76,19 +77,14 @@ def main() -> int:
     self_n: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = 0
-    with open(args.path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            n = int(count)
-            frames = [_frame(f) for f in stack.split(";")]
-            if args.grep and not any(args.grep in f for f in frames):
-                continue
-            total += n
-            self_n[frames[-1]] += n
-            for f in set(frames):
-                incl[f] += n
+    for raw, n in _stacks(args.path):
+        frames = [_frame(f) for f in raw]
+        if args.grep and not any(args.grep in f for f in frames):
+            continue
+        total += n
+        self_n[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
     print(f"{total} samples")
     table = incl if args.inclusive else self_n
     for name, n in table.most_common(args.top):
@@ -96,23 +92,27 @@ def main() -> int:
     return 0
 
 
+def _stacks(path: str) -> Iterator[tuple[list[str], int]]:
+    """(raw frames, sample count) of each line of a collapsed-stack file."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if stack and count.isdigit():
+                yield stack.split(";"), int(count)
+
+
 def _children(path: str, text: str, top: int) -> int:
     """Samples through the outermost frame containing ``text``, by its direct callee."""
     callees: Counter[str] = Counter()
     total = grand = 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            n = int(count)
-            grand += n
-            frames = [_frame(f) for f in stack.split(";")]
-            at = next((i for i, f in enumerate(frames) if text in f), None)
-            if at is None:
-                continue
-            total += n
-            callees[frames[at + 1] if at + 1 < len(frames) else "(self)"] += n
+    for raw, n in _stacks(path):
+        grand += n
+        frames = [_frame(f) for f in raw]
+        at = next((i for i, f in enumerate(frames) if text in f), None)
+        if at is None:
+            continue
+        total += n
+        callees[frames[at + 1] if at + 1 < len(frames) else "(self)"] += n
     print(f"{total} samples through {text!r} ({100 * total / max(grand, 1):.1f}% of {grand})")
     for name, n in callees.most_common(top):
         print(f"{100 * n / max(total, 1):6.1f}%  {100 * n / max(grand, 1):6.2f}% of all"
@@ -124,24 +124,18 @@ def _areas(path: str, exclude: str | None) -> int:
     patterns = [(name, re.compile(p)) for name, p in AREAS]
     counts: Counter[str] = Counter()
     total = excluded = 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            n = int(count)
-            frames = stack.split(";")
-            if exclude and any(exclude in f for f in frames):
-                excluded += n
-                continue
-            total += n
-            area = "other"
-            for frame in reversed(frames):
-                hit = next((name for name, rx in patterns if rx.search(frame)), None)
-                if hit is not None:
-                    area = hit
-                    break
-            counts[area] += n
+    for frames, n in _stacks(path):
+        if exclude and any(exclude in f for f in frames):
+            excluded += n
+            continue
+        total += n
+        area = "other"
+        for frame in reversed(frames):
+            hit = next((name for name, rx in patterns if rx.search(frame)), None)
+            if hit is not None:
+                area = hit
+                break
+        counts[area] += n
     note = f" ({excluded} more through {exclude!r}, not counted)" if exclude else ""
     print(f"{total} samples{note}")
     for name, n in counts.most_common():
