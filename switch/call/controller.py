@@ -1069,7 +1069,8 @@ class CallController:
             return
         if not peer.session.can_modify or peer.session.state is not State.CONFIRMED:
             # An exchange with the peer is in progress (our previous re-INVITE, its
-            # own): offered when it is over (_run), the latest direction winning.
+            # own; RFC 3261 §14.1: no second one before it ends): offered when it is
+            # over (_run), the latest direction winning.
             self._log.info("call.direction_deferred", leg_id=leg.id, to_leg=peer.id,
                            direction=direction.value)
             peer.pending_direction = direction
@@ -1193,9 +1194,7 @@ class CallController:
         self._bridge(call, caller, winner)
         self._log.info("call.answered", leg_id=winner.id, party=winner.party,
                        setup_seconds=round(setup, 3))
-        if self._bus.wants(CALL_ANSWERED):
-            self._bus.publish(CALL_ANSWERED, call_id=call.id, parties=self._parties(call),
-                              setup_seconds=round(setup, 3))
+        self._publish_call(CALL_ANSWERED, call, setup_seconds=round(setup, 3))
         self._save(call)
         self._run(caller, outputs)
 
@@ -1287,9 +1286,7 @@ class CallController:
         self._metrics.call_ended(result.value)
         self._log.info("call.ended", result=result.value, cause=cause,
                        duration=round(call.ended_wall - call.created_wall, 3))
-        if self._bus.wants(CALL_ENDED):
-            self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
-                              result=result.value, cause=cause)
+        self._publish_call(CALL_ENDED, call, result=result.value, cause=cause)
         self._save(call)
 
     def _hangup_all(self, call: Call, status: int) -> None:
@@ -1413,9 +1410,8 @@ class CallController:
         self._hangup_all(call, 500)
         self._metrics.calls_active.dec()
         self._metrics.call_ended(CallResult.FAILED.value)
-        if self._bus.wants(CALL_ENDED):
-            self._bus.publish(CALL_ENDED, call_id=call.id, parties=self._parties(call),
-                              result=CallResult.FAILED.value, cause="internal_error")
+        self._publish_call(CALL_ENDED, call, result=CallResult.FAILED.value,
+                           cause="internal_error")
         self._save(call)
 
     # --- legs: creation, timers, lookup, release ---------------------------------------------
@@ -1559,12 +1555,17 @@ class CallController:
                  "state": leg.state.name.lower()}
                 for leg in self._shown_legs(call)]
 
+    def _publish_call(self, type: str, call: Call, **fields: object) -> None:
+        """A call event with its id and parties; the parties are built only when a
+        subscriber takes ``type`` (none, usually, on a loaded engine)."""
+        if self._bus.wants(type):
+            self._bus.publish(type, call_id=call.id, parties=self._parties(call), **fields)
+
     def _publish_created(self, call: Call, caller: Leg, request: Request) -> None:
         self._log.info("call.created", caller=caller.party,
                        source=f"{caller.destination.host}:{caller.destination.port}")
-        if self._bus.wants(CALL_CREATED):
-            self._bus.publish(CALL_CREATED, call_id=call.id, parties=self._parties(call),
-                              caller=caller.party, dialed=target_user_part(request.uri) or "")
+        self._publish_call(CALL_CREATED, call, caller=caller.party,
+                           dialed=target_user_part(request.uri) or "")
         self._save(call)
 
     def _save(self, call: Call) -> None:
