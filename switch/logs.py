@@ -123,7 +123,7 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) ->
     """
     hay = ""
     for key, value in event_dict.items():
-        if key not in _PLAIN_KEYS and (key in _SECRET_KEY_NAMES or _learn_key(key)):
+        if _is_secret_key(key):
             event_dict[key] = REDACTED  # a value replaced, not a key added: iteration goes on
             continue
         cls = type(value)
@@ -132,14 +132,7 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) ->
             hay += "\0"
         elif not (cls is int or cls is float or cls is bool or value is None):
             event_dict[key] = _scrub(value)
-    if not hay:
-        return event_dict
-    if hay.isascii():  # _has_hint, inline: one call fewer per line
-        low = hay.lower()
-        hint = "response" in low or "bearer" in low or "token=" in low
-    else:
-        hint = _SCRUB_HINT.search(hay) is not None
-    if hint:
+    if hay and _has_hint(hay):
         for key, value in event_dict.items():
             if type(value) is str:
                 event_dict[key] = _scrub(value)
