@@ -12,6 +12,8 @@ Usage::
 
     .venv/bin/python bench/bench_sdp.py            # µs per call, function calls per call
     .venv/bin/python bench/bench_sdp.py --profile  # and the top functions under cProfile
+    .venv/bin/python bench/bench_sdp.py --vary     # o= versions and ports new every call,
+                                                   # as real phones send them (SIPp does not)
 """
 
 from __future__ import annotations
@@ -34,16 +36,27 @@ ANSWER = (b"v=0\r\no=sipp 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt
           b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")
 
 
-def one_call(sess_id: int = 1234) -> tuple[bytes, bytes]:
+def _varied(body: bytes, n: int) -> bytes:
+    """``body`` with the o= sess-id and version and the m= port a phone's next call has."""
+    for fixed in (b"sipp 1 1", b"sipp 2 2"):
+        body = body.replace(fixed, b"sipp %d %d" % (n, n))
+    for port in (b"audio 6000", b"audio 6002"):
+        body = body.replace(port, b"audio %d" % (10000 + n % 5000 * 2))
+    return body
+
+
+def one_call(sess_id: int = 1234, vary: bool = False) -> tuple[bytes, bytes]:
     """The SDP work of one call: returns the two bodies the engine sends."""
     caller_origin = OriginState.create(sess_id=sess_id, address=MEDIA_HOST)
-    offer = parse_sdp(OFFER)                                           # _route
+    offer_body, answer_body = (_varied(OFFER, sess_id), _varied(ANSWER, sess_id)) if vary \
+        else (OFFER, ANSWER)
+    offer = parse_sdp(offer_body)                                      # _route
     anchor_offer(offer, address=MEDIA_HOST, port=0)
     fork_origin = OriginState.create(sess_id=sess_id + 1, address=MEDIA_HOST)  # _fork
     relayed, index = anchor_offer(offer, address=MEDIA_HOST, port=20000)
     fork_origin, relayed = fork_origin.stamp(relayed)
     to_callee = relayed.encode()
-    answer = parse_sdp(ANSWER)                                         # _answer_received
+    answer = parse_sdp(answer_body)                                      # _answer_received
     back = anchor_answer(answer, offer, index, address=MEDIA_HOST, port=20002)
     caller_origin, back = caller_origin.stamp(back)
     leg_config(back, offer, index)                                     # _configure(caller)
@@ -56,13 +69,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--vary", action="store_true", help="new o= and ports every call")
     args = parser.parse_args()
     one_call()
-    best = min(_timed(args.calls) for _ in range(args.repeat))
+    best = min(_timed(args.calls, args.vary) for _ in range(args.repeat))
     profile = cProfile.Profile()
     profile.enable()
-    for _ in range(1000):
-        one_call()
+    for n in range(1000):
+        one_call(n, args.vary)
     profile.disable()
     stats = pstats.Stats(profile)
     print(f"{best * 1e6:.1f} µs per call (best of {args.repeat} x {args.calls}), "
@@ -71,10 +85,10 @@ def main() -> None:
         stats.sort_stats("tottime").print_stats(30)
 
 
-def _timed(calls: int) -> float:
+def _timed(calls: int, vary: bool) -> float:
     start = time.perf_counter()
-    for _ in range(calls):
-        one_call()
+    for n in range(calls):
+        one_call(n, vary)
     return (time.perf_counter() - start) / calls
 
 

@@ -139,3 +139,76 @@ def test_cached_values_are_shared_and_frozen() -> None:
     assert a.media[0].rtpmap(0) is b.media[0].rtpmap(0)
     with pytest.raises(AttributeError):
         a.connection.address = "x"  # type: ignore[misc, union-attr]
+
+
+# ---------------------------------------------------------------------------
+# Templates: a body parsed from the template of an earlier one (o= and ports re-read)
+# ---------------------------------------------------------------------------
+
+TEMPLATE_BODY = ("v=0\r\no=phone 100 100 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n"
+                 "t=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+                 "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+                 "m=video {video} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
+
+
+def _uncached(body: str) -> SessionDescription | str:
+    try:
+        return sdp._parse_text(body, sdp.DEFAULT_SDP_LIMITS)
+    except SdpError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _cached(body: str) -> SessionDescription | str:
+    try:
+        return parse_sdp(body)
+    except SdpError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+origin_values = st.one_of(
+    st.builds(lambda a, b: f"phone {a} {b} IN IP4 192.0.2.1",
+              st.integers(0, 2**64), st.integers(0, 2**64)),
+    st.sampled_from(["", " ", "phone 1 1 IN IP4 192.0.2.1 \t", "phone 1 x IN IP4 192.0.2.1",
+                     "phone 1 1 IN IP4", "phone\x001 1 IN IP4 192.0.2.1",
+                     "- 1 1 IN IP6 ::1", "phone  1 1 IN IP4 192.0.2.1"]),
+    st.text(st.characters(blacklist_characters="\r\n"), max_size=40))
+port_values = st.one_of(st.integers(0, 70000).map(str),
+                        st.sampled_from(["0", "00", "0100", "4000/2", "x", "", "65535", "65536"]))
+
+
+@settings(max_examples=300)
+@given(origin_values, port_values, port_values, st.booleans())
+def test_template_parse_agrees_with_the_full_parse(origin: str, port: str, video: str,
+                                                   bare_lf: bool) -> None:
+    parse_sdp(TEMPLATE_BODY.format(port=4000, video=5000))     # the template
+    body = TEMPLATE_BODY.format(port=port, video=video).replace(
+        "o=phone 100 100 IN IP4 192.0.2.1", f"o={origin}")
+    if bare_lf:
+        body = body.replace("\r\n", "\n")
+        parse_sdp(TEMPLATE_BODY.format(port=4000, video=5000).replace("\r\n", "\n"))
+    assert _cached(body) == _uncached(body)
+    assert _cached(body) == _uncached(body)     # and once it is a template itself
+
+
+def test_template_hit_keeps_the_other_fields() -> None:
+    first = parse_sdp(TEMPLATE_BODY.format(port=4000, video=5000))
+    again = parse_sdp(TEMPLATE_BODY.format(port=4000, video=5000))
+    assert again is first
+    other = parse_sdp(TEMPLATE_BODY.format(port=4002, video=5002).replace(" 100 100 ", " 7 8 "))
+    assert other.origin.sess_id == "7" and other.origin.sess_version == 8
+    assert [m.port for m in other.media] == [4002, 5002]
+    assert other.media[0].attributes is first.media[0].attributes
+
+
+def test_templates_are_bounded() -> None:
+    for port in range(2 * sdp._TEMPLATES_MAX):
+        parse_sdp(f"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=x{port}\r\nc=IN IP4 192.0.2.1\r\n"
+                  f"t=0 0\r\nm=audio {port + 1} RTP/AVP 0\r\n")
+    assert len(sdp._templates) <= sdp._TEMPLATES_MAX
+
+
+def test_other_limits_bypass_the_templates() -> None:
+    body = TEMPLATE_BODY.format(port=4000, video=5000)
+    parse_sdp(body)
+    with pytest.raises(SdpError, match="more than 1 media"):
+        parse_sdp(body, sdp.SdpLimits(max_media=1))
