@@ -41,7 +41,6 @@ from switch.sip.sdp import (
     SdpNotAcceptable,
     SelectedFormat,
     SessionDescription,
-    hold_direction,
     negotiate,
     select_formats,
     stream_attributes,
@@ -64,14 +63,9 @@ TELEPHONE_EVENT_PT = 101
 _PLACEHOLDER_ORIGIN = Origin("-", "0", 0, "IN", "IP4", "0.0.0.0")
 
 
-def stream_direction(sdp: SessionDescription, index: int) -> Direction:
-    """The direction of stream ``index``, the legacy ``c=0.0.0.0`` hold included (§8.4)."""
-    m = sdp.media[index]
-    direction = m.direction_attribute or sdp.direction_attribute or Direction.SENDRECV
-    conn = m.connections[0] if m.connections else sdp.connection
-    if conn is not None and conn.is_unspecified:
-        return hold_direction(direction)
-    return direction
+stream_direction = SessionDescription.stream_direction
+"""``stream_direction(sdp, index)``: the direction of stream ``index``, the legacy
+``c=0.0.0.0`` hold included (§8.4)."""
 
 
 # What the anchored stream of an offer or an answer becomes depends only on the
@@ -118,24 +112,48 @@ def anchor_offer(offer: SessionDescription, *, address: str, port: int
 
     Raises ``SdpNotAcceptable`` (488) when no stream carries a codec we relay.
     """
-    index: int | None = None
+    plan = _offer_plan(offer)
+    if plan is None:
+        raise SdpNotAcceptable("no audio stream with PCMU or PCMA offered")
+    index, streams, proto, (formats, attributes) = plan
+    anchored = MediaDescription("audio", port, proto, formats, attributes=attributes)
+    sdp = SessionDescription(_PLACEHOLDER_ORIGIN, connection=_connection_for(address),
+                             times=offer.times,
+                             media=(*streams[:index], anchored, *streams[index + 1:]))
+    return sdp, index
+
+
+# anchor_offer's work but the port: the anchored stream's index, the streams with
+# port 0 (the anchored one's place too), its proto and relayed formats and attributes.
+_OfferPlan = tuple[int, tuple[MediaDescription, ...], str, Stream]
+# The controller anchors each offer twice (the codec check in _route, the fork's
+# offer), and parse_sdp hands out one description per repeated body: the plans of
+# the last few offers are kept, by identity (each entry holds its offer, so the id
+# is not reused while the entry is there).
+_PLANS_MAX = 64
+_plans: dict[int, tuple[SessionDescription, _OfferPlan | None]] = {}
+
+
+def _offer_plan(offer: SessionDescription) -> _OfferPlan | None:
+    entry = _plans.get(id(offer))
+    if entry is not None and entry[0] is offer:
+        return entry[1]
+    plan: _OfferPlan | None = None
     streams: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
-        if index is None and m.port != 0 and m.media.lower() == "audio" \
+        if plan is None and m.port != 0 and m.media.lower() == "audio" \
                 and m.proto.upper() == "RTP/AVP":
             relayed = _relayed_offer_stream(m.formats, m.attributes, m.proto,
-                                            stream_direction(offer, i))
+                                            offer.stream_direction(i))
             if relayed is not None:
-                index = i
-                streams.append(MediaDescription("audio", port, m.proto, relayed[0],
-                                                attributes=relayed[1]))
-                continue
+                plan = (i, (), m.proto, relayed)
         streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
-    if index is None:
-        raise SdpNotAcceptable("no audio stream with PCMU or PCMA offered")
-    sdp = SessionDescription(_PLACEHOLDER_ORIGIN, connection=_connection_for(address),
-                             times=offer.times, media=tuple(streams))
-    return sdp, index
+    if plan is not None:
+        plan = (plan[0], tuple(streams), plan[2], plan[3])
+    if len(_plans) >= _PLANS_MAX:
+        del _plans[next(iter(_plans))]
+    _plans[id(offer)] = (offer, plan)
+    return plan
 
 
 def anchor_answer(answer: SessionDescription, offer: SessionDescription, index: int, *,
@@ -150,7 +168,7 @@ def anchor_answer(answer: SessionDescription, offer: SessionDescription, index: 
     answered = answer.media[index]
     relayed = _relayed_answer_stream(answered.formats, answered.attributes, answered.proto,
                                      offer.media[index].formats,
-                                     stream_direction(answer, index))
+                                     answer.stream_direction(index))
     if relayed is None:
         raise SdpNotAcceptable("the other side answered no offered format")
     streams: list[MediaDescription] = []
@@ -225,11 +243,12 @@ def offer_in_use(local: SessionDescription, remote: SessionDescription | None,
 def leg_config(local: SessionDescription, remote: SessionDescription, index: int) -> LegConfig:
     """The media relay's view of one leg: what we sent on it (``local``) and what it sent."""
     if index >= len(local.media) or index >= len(remote.media) \
-            or local.media[index].is_rejected or remote.media[index].is_rejected:
+            or local.media[index].port == 0 or remote.media[index].port == 0:   # rejected
         return LegConfig(remote=None, payload_types={}, direction=Direction.INACTIVE.value)
     ours, theirs = local.media[index], remote.media[index]
-    conn = remote.media_connection(index)
-    mine_conn = local.media_connection(index)
+    # media_connection(index) of each, without the method calls (twice a call)
+    conn = theirs.connections[0] if theirs.connections else remote.connection
+    mine_conn = ours.connections[0] if ours.connections else local.connection
     address = None if conn is None or conn.is_unspecified else (conn.address, theirs.port)
     if conn is not None and mine_conn is not None and conn.addrtype != mine_conn.addrtype:
         # An IP6 address for an IP4 relay (or the reverse) cannot be sent to: wait
@@ -237,7 +256,7 @@ def leg_config(local: SessionDescription, remote: SessionDescription, index: int
         address = None
     payload_types, event_pt = _payload_types(theirs.formats, theirs.attributes, theirs.proto,
                                               ours.formats, ours.attributes, ours.proto)
-    direction = _LEG_DIRECTION[stream_direction(local, index), stream_direction(remote, index)]
+    direction = _LEG_DIRECTION[local.stream_direction(index), remote.stream_direction(index)]
     return LegConfig(remote=address, payload_types=dict(payload_types),
                      telephone_event_pt=event_pt, direction=direction)
 

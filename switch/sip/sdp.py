@@ -149,6 +149,7 @@ class Direction(StrEnum):
 
 
 _DIRECTIONS = frozenset(d.value for d in Direction)
+_HELD = {d: Direction.of(d.sends, False) for d in Direction}   # hold_direction, as a table
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +519,18 @@ class SessionDescription:
     def media_connection(self, index: int) -> Connection | None:
         """The c= that applies to stream ``index`` (media level overrides session level)."""
         return self.media[index].connection or self.connection
+
+    def stream_direction(self, index: int) -> Direction:
+        """``media_direction``, the RFC 2543 ``c=0.0.0.0`` hold read as a hold (RFC 3264
+        §8.4: ``hold_direction`` of it).  One frame: a B2BUA asks it several times a call."""
+        m = self.media[index]
+        direction = (_index(m.attributes).direction
+                     or (_index(self.attributes).direction if self.attributes else None)
+                     or Direction.SENDRECV)
+        conn = m.connections[0] if m.connections else self.connection
+        if conn is not None and conn.nettype == "IN" and _unspecified(conn.address):
+            return _HELD[direction]
+        return direction
 
     def is_stream_held(self, index: int) -> bool:
         """RFC 3264 §8.4: sendonly/inactive, or the RFC 2543 ``c=0.0.0.0`` form."""

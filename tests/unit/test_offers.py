@@ -36,12 +36,20 @@ from switch.sip.sdp import (
     SdpNotAcceptable,
     SelectedFormat,
     SessionDescription,
+    hold_direction,
     parse_sdp,
     select_formats,
     stream_attributes,
 )
 
 ADDRESS = "192.0.2.1"
+
+
+def plain_stream_direction(sdp: SessionDescription, index: int) -> Direction:
+    """RFC 3264 §8.4: the stream's direction, c=0.0.0.0 read as a hold."""
+    direction = sdp.media_direction(index)
+    conn = sdp.media_connection(index)
+    return hold_direction(direction) if conn is not None and conn.is_unspecified else direction
 
 
 def plain_anchor_offer(offer: SessionDescription, port: int) -> tuple[SessionDescription, int]:
@@ -55,7 +63,8 @@ def plain_anchor_offer(offer: SessionDescription, port: int) -> tuple[SessionDes
                 index = i
                 streams.append(MediaDescription(
                     "audio", port, m.proto, tuple(f.fmt for f in chosen),
-                    attributes=stream_attributes(chosen, stream_direction(offer, i), m.ptime)))
+                    attributes=stream_attributes(chosen, plain_stream_direction(offer, i),
+                                                 m.ptime)))
                 continue
         streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
     if index is None:
@@ -75,7 +84,7 @@ def plain_anchor_answer(answer: SessionDescription, offer: SessionDescription, i
                for pt, mapping in answered.rtpmaps().items() if str(pt) in offered]
     if not formats:
         raise SdpNotAcceptable("the other side answered no offered format")
-    attrs = stream_attributes(formats, stream_direction(answer, index), answered.ptime)
+    attrs = stream_attributes(formats, plain_stream_direction(answer, index), answered.ptime)
     streams = [MediaDescription("audio", port, m.proto, tuple(f.fmt for f in formats),
                                 attributes=attrs) if i == index
                else MediaDescription(m.media, 0, m.proto, m.formats)
@@ -106,7 +115,7 @@ def plain_leg_config(local: SessionDescription, remote: SessionDescription,
                                         channels=mapping.channels or 1)
         if mapping.encoding.lower() == TELEPHONE_EVENT and event_pt is None:
             event_pt = int(fmt)
-    mine, peer = stream_direction(local, index), stream_direction(remote, index)
+    mine, peer = plain_stream_direction(local, index), plain_stream_direction(remote, index)
     direction = Direction.of(mine.sends and peer.receives, mine.receives and peer.sends)
     return LegConfig(remote=address, payload_types=payload_types, telephone_event_pt=event_pt,
                      direction=direction.value)
@@ -171,6 +180,14 @@ def test_cached_anchoring_agrees_with_the_plain_computation(
         == _outcome(partial(plain_anchor_answer, answer, offer, index, 20002))
     assert leg_config(offer, answer, index) == plain_leg_config(offer, answer, index)
     assert leg_config(answer, offer, index) == plain_leg_config(answer, offer, index)
+    for sdp in (offer, answer):
+        assert [stream_direction(sdp, i) for i in range(len(sdp.media))] \
+            == [plain_stream_direction(sdp, i) for i in range(len(sdp.media))]
+    # anchor_offer's plan is kept per offer object: another object, the same result
+    again = parse_sdp(offer_body.replace(b"o=- 1 1 ", b"o=- 1 2 "))
+    assert again is not offer
+    assert _outcome(partial(anchor_offer, again, address=ADDRESS, port=20000)) \
+        == _outcome(partial(plain_anchor_offer, again, 20000))
 
 
 def test_leg_config_payload_types_are_a_fresh_dict() -> None:
