@@ -455,10 +455,11 @@ class MediaDescription:
 
     def encode_lines(self) -> list[str]:
         lines: list[str] = []
-        self._encode_into(lines)
+        self._encode_into(lines, False)
         return lines
 
-    def _encode_into(self, lines: list[str]) -> None:
+    def _encode_into(self, lines: list[str], blocks: bool) -> None:
+        """Append the lines (``blocks``: the a= lines as one CRLF-joined chunk)."""
         append = lines.append
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
         append(f"m={' '.join((self.media, port, self.proto, *self.formats))}")
@@ -470,8 +471,20 @@ class MediaDescription:
             append(f"b={b.encode()}")
         if self.key is not None:
             append(f"k={self.key}")
+        if blocks:
+            if self.attributes:
+                append(_attribute_block(self.attributes))
+            return
         for name, value in self.attributes:
             append(f"a={name}" if value is None else f"a={name}:{value}")
+
+
+# The a= lines of the bodies the B2BUA sends repeat call after call (they come
+# from cached stream computations): encoded once per distinct list.
+@lru_cache(maxsize=1024)
+def _attribute_block(attributes: tuple[Attribute, ...]) -> str:
+    return "\r\n".join(f"a={name}" if value is None else f"a={name}:{value}"
+                       for name, value in attributes)
 
 
 def _milliseconds(value: str | None) -> int | None:
@@ -552,6 +565,10 @@ class SessionDescription:
         return replace(self, media=tuple(streams))
 
     def encode_lines(self) -> list[str]:
+        return self._lines(False)
+
+    def _lines(self, blocks: bool) -> list[str]:
+        """The lines (``blocks``: each a= list as one CRLF-joined chunk, see ``encode``)."""
         lines = [f"v={self.version}", f"o={self.origin.encode()}", f"s={self.session_name}"]
         append = lines.append
         if self.information is not None:
@@ -574,18 +591,21 @@ class SessionDescription:
                 append(f"z={t.zone}")
         if self.key is not None:
             append(f"k={self.key}")
-        for name, value in self.attributes:
-            append(f"a={name}" if value is None else f"a={name}:{value}")
+        if not blocks:
+            for name, value in self.attributes:
+                append(f"a={name}" if value is None else f"a={name}:{value}")
+        elif self.attributes:
+            append(_attribute_block(self.attributes))
         for m in self.media:
-            m._encode_into(lines)
+            m._encode_into(lines, blocks)
         return lines
 
     def to_text(self) -> str:
         """CRLF after every line, the last one included (RFC 8866 §5)."""
-        return "\r\n".join(self.encode_lines()) + "\r\n"
+        return "\r\n".join(self._lines(True)) + "\r\n"
 
     def encode(self) -> bytes:
-        return ("\r\n".join(self.encode_lines()) + "\r\n").encode("utf-8", "surrogateescape")
+        return ("\r\n".join(self._lines(True)) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 # ---------------------------------------------------------------------------

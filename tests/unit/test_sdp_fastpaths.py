@@ -212,3 +212,10 @@ def test_other_limits_bypass_the_templates() -> None:
     parse_sdp(body)
     with pytest.raises(SdpError, match="more than 1 media"):
         parse_sdp(body, sdp.SdpLimits(max_media=1))
+
+
+@given(session_descriptions())
+def test_encode_with_cached_attribute_blocks_is_the_lines(description: SessionDescription) -> None:
+    text = "\r\n".join(description.encode_lines()) + "\r\n"
+    assert description.to_text() == text
+    assert description.encode() == text.encode("utf-8", "surrogateescape")
