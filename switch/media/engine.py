@@ -53,7 +53,7 @@ import asyncio
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -65,7 +65,7 @@ from switch.logs import get_logger
 from switch.media.digits import DIGIT_OFF, DIGIT_ON, dtmf_tones
 from switch.media.errors import MediaError, MediaUnavailable
 from switch.media.events import MediaEvent, MediaTimedOut, PlaybackFinished, RemoteLatched
-from switch.media.model import DIRECTIONS, AudioSource, AudioTap, LegConfig, Pcm
+from switch.media.model import DIRECTIONS, AudioSource, AudioTap, Codec, LegConfig, Pcm
 from switch.media.player import FrameReader
 from switch.media.ports import PortPool
 from switch.media.relay import (
@@ -292,6 +292,26 @@ def _pt_map(src: LegConfig | None, dst: LegConfig | None) -> bytes | None:
     (dynamic PTs, RFC 3551 §6); None if every PT passes unchanged."""
     if src is None or dst is None or not dst.payload_types:
         return None
+    # Bridged legs share their payload_types mappings call after call (EngineMediaPort
+    # keeps one per content; a LegConfig is frozen, its mapping read-only): the table
+    # is computed once per pair of mappings, kept by identity (each entry holds both).
+    key = (id(src.payload_types), src.telephone_event_pt, id(dst.payload_types),
+           dst.telephone_event_pt)
+    entry = _PT_MAPS.get(key)
+    if entry is not None and entry[0] is src.payload_types and entry[1] is dst.payload_types:
+        return entry[2]
+    table = _pt_table(src, dst)
+    if len(_PT_MAPS) >= 256:
+        del _PT_MAPS[next(iter(_PT_MAPS))]
+    _PT_MAPS[key] = (src.payload_types, dst.payload_types, table)
+    return table
+
+
+_PT_MAPS: Final[dict[tuple[int, int | None, int, int | None],
+                     tuple[Mapping[int, Codec], Mapping[int, Codec], bytes | None]]] = {}
+
+
+def _pt_table(src: LegConfig, dst: LegConfig) -> bytes | None:
     by_codec: dict[tuple[str, int, int], int] = {}
     # (``Codec.key``, spelt out: a property call fewer per codec)
     for pt, codec in dst.payload_types.items():
@@ -649,7 +669,8 @@ class MediaEngine:
             leg._expect_since = time.monotonic()
             leg._silence_reported = None
         leg._expecting = expecting
-        self._update_tap_buffers(leg)
+        if leg._taps or leg._rx.tap_bufs is not None:   # else nothing to update
+            self._update_tap_buffers(leg)
         self._refresh(leg)
 
     # --- bridging ---

@@ -164,3 +164,22 @@ def test_sender_numbers_are_random_and_in_range() -> None:
     assert len({s.last_seq for s in senders}) > 150
     assert max(s.last_ts for s in senders) >= 1 << 31   # the top bit is used too
     assert max(s.ssrc for s in senders) >= 1 << 31
+
+
+@settings(max_examples=200, deadline=None)
+@given(_PAYLOAD_TYPES, _PAYLOAD_TYPES, st.one_of(st.none(), st.integers(0, 127)),
+       st.one_of(st.none(), st.integers(0, 127)))
+def test_pt_map_kept_per_pair_of_mappings_agrees_with_the_table(
+        src_pts: dict[int, Codec], dst_pts: dict[int, Codec], src_te: int | None,
+        dst_te: int | None) -> None:
+    from switch.media.engine import _pt_map, _pt_table
+    src = LegConfig(remote=None, payload_types=src_pts, telephone_event_pt=src_te)
+    for dst_mapping in (dst_pts, src_pts):          # another mapping, the same one
+        dst = LegConfig(remote=None, payload_types=dst_mapping, telephone_event_pt=dst_te)
+        expected = _pt_table(src, dst) if dst_mapping else None
+        assert _pt_map(src, dst) == expected
+        assert _pt_map(src, dst) == expected        # kept
+        # the same mappings, another telephone-event PT: not the kept table
+        other = LegConfig(remote=None, payload_types=dst_mapping,
+                          telephone_event_pt=None if dst_te is not None else 101)
+        assert _pt_map(src, other) == (_pt_table(src, other) if dst_mapping else None)
