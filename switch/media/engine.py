@@ -236,9 +236,9 @@ class _SparePair:
 class MediaLeg:
     """One leg's RTP/RTCP port pair.  Created by ``MediaEngine.open_leg`` only."""
 
-    __slots__ = ("_closed", "_digits", "_expect_since", "_expecting", "_open_sockets", "_peer",
-                 "_player", "_rtcp", "_rx", "_sender", "_silence_reported", "_taps", "config",
-                 "id", "local_host", "local_port", "rtcp_port", "stats")
+    __slots__ = ("_closed", "_digits", "_expect_since", "_expecting", "_open_sockets", "_pair",
+                 "_peer", "_player", "_rtcp", "_rx", "_sender", "_silence_reported", "_taps",
+                 "config", "id", "local_host", "local_port", "rtcp_port", "stats")
 
     def __init__(self, leg_id: str, host: str, port: int, rx: _RtpReceiver, sender: _Sender,
                  rtcp: _RtcpReceiver) -> None:
@@ -261,6 +261,8 @@ class MediaLeg:
         self._expecting = False
         self._expect_since = 0.0
         self._silence_reported: float | None = None
+        self._pair: _SparePair | None = None
+        """The spare pair the leg's sockets came from, to quarantine them in again."""
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -537,7 +539,9 @@ class MediaEngine:
         rx.transport, rtcp.transport = spare.rtp, spare.rtcp
         spare.rtp.set_protocol(rx)
         spare.rtcp.set_protocol(rtcp)
-        return self._new_leg(leg_id, spare.port, sender, rx, rtcp, holder)
+        leg = self._new_leg(leg_id, spare.port, sender, rx, rtcp, holder)
+        leg._pair = spare
+        return leg
 
     def _recycle(self, leg: MediaLeg) -> bool:
         """Keep the closed leg's sockets for a later leg; False: close them."""
@@ -551,16 +555,27 @@ class MediaEngine:
         stale: set[tuple[tuple[str, int], int]] = set()
         if rx.latched is not None and rx.source is not None:
             stale.add(((rx.latched[0], rx.latched[1]), rx.source.ssrc))
-        holder: list[_SparePair] = []
-
-        def closed() -> None:
-            self._on_spare_socket_closed(holder[0])
-
         now = time.monotonic()
-        spare = _SparePair(leg.local_port, now, rtp_transport, rtcp_transport,
-                           QuarantineReceiver(now, stale, closed),
-                           QuarantineReceiver(now, set(), closed))
-        holder.append(spare)
+        spare = leg._pair
+        if spare is not None and spare.rtp is rtp_transport and spare.rtcp is rtcp_transport:
+            # the pair's previous spare object, quarantined afresh (not rebuilt every call)
+            leg._pair = None
+            spare.closed_at = now
+            spare.open = 2
+            spare.closing = False
+            spare.rtp_quarantine.quiet_since = spare.rtcp_quarantine.quiet_since = now
+            spare.rtp_quarantine.stale = stale
+            spare.rtcp_quarantine.stale = set()
+        else:
+            holder: list[_SparePair] = []
+
+            def closed() -> None:
+                self._on_spare_socket_closed(holder[0])
+
+            spare = _SparePair(leg.local_port, now, rtp_transport, rtcp_transport,
+                               QuarantineReceiver(now, stale, closed),
+                               QuarantineReceiver(now, set(), closed))
+            holder.append(spare)
         rtp_transport.set_protocol(spare.rtp_quarantine)
         rtcp_transport.set_protocol(spare.rtcp_quarantine)
         rx.transport = None

@@ -247,6 +247,51 @@ async def test_recycled_pair_never_relays_the_previous_calls_stray_packets(
     await eng.stop()
 
 
+async def test_pair_recycled_again_quarantines_its_latest_call(
+        phones: list[Phone]) -> None:
+    """A pair's spare object is quarantined afresh on its next close: the streams of
+    the call just ended are refused, not those of the one before, and it is quiet
+    from that close on."""
+    pa, pb, pc, pd = phones
+    lo, hi = free_range(2)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, port_quarantine=3600)
+    await eng.start()
+    a, b = await bridged_pair(eng, pa, pb)
+    eng.close_leg(a)
+    eng.close_leg(b)
+    first = {spare.port: spare for spare in eng._spares}
+    c = await eng.open_leg("c")                         # forced: the pool is dry
+    d = await eng.open_leg("d")
+    eng.configure(c, config(pc))
+    eng.configure(d, config(pd))
+    eng.bridge(c, d)
+    pc.send(c, b"second call")
+    await pd.recv()
+    assert c.latched
+    eng.close_leg(c)
+    eng.close_leg(d)
+    spares = {spare.port: spare for spare in eng._spares}
+    assert spares == first and all(spares[p] is first[p] for p in first)   # reused
+    quarantine = spares[c.local_port].rtp_quarantine
+    assert {ssrc_source[0] for ssrc_source in quarantine.stale} == {pc.addr}
+    assert quarantine.quiet_since == spares[c.local_port].closed_at
+    assert all(s.open == 2 and not s.closing for s in spares.values())
+    e = await eng.open_leg("e")
+    f = await eng.open_leg("f")
+    old = e if e.local_port == c.local_port else f
+    new = f if old is e else e
+    eng.configure(old, config(pa))
+    eng.configure(new, config(pb))
+    eng.bridge(old, new)
+    pc.send(old, b"stray")                              # the second call's phone
+    await until(lambda: old.stats.ignored == 1)
+    pa.send(old, b"third call")
+    got, _ = await pb.recv()
+    assert got.payload == b"third call"
+    await eng.stop()
+    assert eng.free_ports == 2
+
+
 async def test_recycled_pair_closed_under_us_goes_back_to_the_pool(
         phones: list[Phone]) -> None:
     lo, hi = free_range(1)
