@@ -1067,6 +1067,7 @@ def parse_event_list(text: str) -> frozenset[int]:
     return frozenset(events)
 
 
+@lru_cache(maxsize=4096)   # the engine's own address, every call (OriginState.create)
 def addrtype_of(address: str) -> str:
     """``IP6`` for an IPv6 literal, else ``IP4`` (RFC 8866 §5.7)."""
     return "IP6" if _valid_ip6(address) else "IP4"
