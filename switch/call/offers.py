@@ -51,6 +51,7 @@ __all__ = [
     "RELAYED_CODECS",
     "anchor_answer",
     "anchor_offer",
+    "check_offer",
     "leg_config",
     "local_answer",
     "local_offer",
@@ -104,6 +105,15 @@ def _relayed_answer_stream(formats: tuple[str, ...],
 
 # The engine's c= line, the same in every body it sends.
 _connection_for = lru_cache(maxsize=64)(Connection.for_address)
+
+
+def check_offer(offer: SessionDescription) -> int:
+    """The index of the stream ``anchor_offer`` would anchor, without building the
+    offer; raises ``SdpNotAcceptable`` (488) as it does."""
+    plan = _offer_plan(offer)
+    if plan is None:
+        raise SdpNotAcceptable("no audio stream with PCMU or PCMA offered")
+    return plan[0]
 
 
 def anchor_offer(offer: SessionDescription, *, address: str, port: int

@@ -24,6 +24,7 @@ from switch.call.offers import (
     TELEPHONE_EVENT_PT,
     anchor_answer,
     anchor_offer,
+    check_offer,
     leg_config,
     stream_direction,
 )
@@ -176,6 +177,9 @@ def test_cached_anchoring_agrees_with_the_plain_computation(
     for port in (0, 20000):
         assert _outcome(partial(anchor_offer, offer, address=ADDRESS, port=port)) \
             == _outcome(partial(plain_anchor_offer, offer, port))
+    checked = _outcome(partial(check_offer, offer))
+    anchored = _outcome(partial(plain_anchor_offer, offer, 0))
+    assert checked == (anchored[1] if isinstance(anchored[1], int) else anchored)
     assert _outcome(partial(anchor_answer, answer, offer, index, address=ADDRESS, port=20002)) \
         == _outcome(partial(plain_anchor_answer, answer, offer, index, 20002))
     assert leg_config(offer, answer, index) == plain_leg_config(offer, answer, index)
