@@ -149,11 +149,17 @@ class EngineMediaPort:
         self.engine = engine
         self._media = media
         self._unavailable: type[BaseException] = getattr(media, "MediaUnavailable", OSError)
+        self._open_now: Any = getattr(engine, "open_leg_now", None)
         self._codecs: dict[Codec, Any] = {}
         self._payload_types: dict[tuple[object, ...], Mapping[int, Any]] = {}
         """Converted ``payload_types`` by content: calls negotiate the same few sets."""
 
     async def open_leg(self, leg_id: str) -> MediaLegHandle:
+        if self._open_now is not None:
+            # a recycled pair, no engine coroutine to run (most legs under load)
+            ready: MediaLegHandle | None = self._open_now(leg_id)
+            if ready is not None:
+                return ready
         try:
             leg: MediaLegHandle = await self.engine.open_leg(leg_id)
         except self._unavailable as exc:

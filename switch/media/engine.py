@@ -424,6 +424,14 @@ class MediaEngine:
 
     # --- legs ---
 
+    def open_leg_now(self, leg_id: str) -> MediaLeg | None:
+        """``open_leg`` without waiting, when a recycled pair is ready (most legs under a
+        steady load); None: call ``open_leg``."""
+        if leg_id in self._legs:
+            raise MediaError(f"media leg {leg_id!r} is already open")
+        spare = self._take_spare(force=False)
+        return None if spare is None else self._reuse(leg_id, spare)
+
     async def open_leg(self, leg_id: str) -> MediaLeg:
         """Bind an RTP/RTCP pair from the pool (pairs in use elsewhere are skipped)."""
         if leg_id in self._legs:

@@ -292,6 +292,28 @@ async def test_pair_recycled_again_quarantines_its_latest_call(
     assert eng.free_ports == 2
 
 
+async def test_open_leg_now_takes_a_ready_recycled_pair_only() -> None:
+    from switch.call.media import EngineMediaPort
+    from switch.media.errors import MediaError
+    lo, hi = free_range(2)
+    eng = MediaEngine(host="127.0.0.1", port_min=lo, port_max=hi, port_quarantine=0)
+    await eng.start()
+    assert eng.open_leg_now("a") is None                # nothing recycled yet
+    a = await eng.open_leg("a")
+    with pytest.raises(MediaError):
+        eng.open_leg_now("a")
+    eng.close_leg(a)
+    b = eng.open_leg_now("b")
+    assert b is not None and b.local_port == a.local_port and eng.legs == 1
+    eng.close_leg(b)
+    port = EngineMediaPort(eng)
+    c = await port.open_leg("c")                        # through the port: the same pair
+    assert c.local_port == a.local_port
+    d = await port.open_leg("d")                        # none ready: bound from the pool
+    assert d.local_port != a.local_port and eng.legs == 2
+    await eng.stop()
+
+
 async def test_recycled_pair_closed_under_us_goes_back_to_the_pool(
         phones: list[Phone]) -> None:
     lo, hi = free_range(1)
