@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import pstats
 import time
 
@@ -45,10 +46,14 @@ def _varied(body: bytes, n: int) -> bytes:
     return body
 
 
+_SERIAL = itertools.count(1)
+
+
 def one_call(sess_id: int = 1234, vary: bool = False) -> tuple[bytes, bytes]:
     """The SDP work of one call: returns the two bodies the engine sends."""
     caller_origin = OriginState.create(sess_id=sess_id, address=MEDIA_HOST)
-    offer_body, answer_body = (_varied(OFFER, sess_id), _varied(ANSWER, sess_id)) if vary \
+    serial = next(_SERIAL)       # never the same o= twice, as a phone's bodies
+    offer_body, answer_body = (_varied(OFFER, serial), _varied(ANSWER, serial)) if vary \
         else (OFFER, ANSWER)
     offer = parse_sdp(offer_body)                                      # _route
     anchor_offer(offer, address=MEDIA_HOST, port=0)

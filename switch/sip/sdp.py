@@ -839,6 +839,12 @@ class _Template:
 _templates: dict[tuple[tuple[str, ...], tuple[str | None, ...]], _Template] = {}
 
 
+# And the bodies themselves, when they repeat exactly (a re-INVITE refreshing the
+# session, a phone or a load generator that keeps its o= line): no split at all.
+_RECENT_MAX = 256
+_recent: dict[bytes | str, SessionDescription] = {}
+
+
 def parse_sdp(body: bytes | str, limits: SdpLimits = DEFAULT_SDP_LIMITS) -> SessionDescription:
     """Parse one SDP body (RFC 8866 §5); raises ``SdpError`` naming the offending line."""
     if len(body) > limits.max_size:
@@ -846,6 +852,17 @@ def parse_sdp(body: bytes | str, limits: SdpLimits = DEFAULT_SDP_LIMITS) -> Sess
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
     if limits is not DEFAULT_SDP_LIMITS or len(text) > _TEMPLATE_MAX_SIZE:
         return _parse_text(text, limits)
+    sdp = _recent.get(body)
+    if sdp is None:
+        sdp = _parse_templated(text)
+        if len(_recent) >= _RECENT_MAX:
+            del _recent[next(iter(_recent))]
+        _recent[body] = sdp
+    return sdp
+
+
+def _parse_templated(text: str) -> SessionDescription:
+    """``_parse_text`` with the default limits, through the template of ``text``."""
     parts = _VARYING.split(text)
     key = (tuple(parts[0::5]), tuple(parts[3::5]))
     template = _templates.get(key)
@@ -856,8 +873,8 @@ def parse_sdp(body: bytes | str, limits: SdpLimits = DEFAULT_SDP_LIMITS) -> Sess
         try:
             return _from_template(template, origins, ports)
         except _Bad:
-            return _parse_text(text, limits)   # raises, naming the line
-    sdp = _parse_text(text, limits)
+            return _parse_text(text, DEFAULT_SDP_LIMITS)   # raises, naming the line
+    sdp = _parse_text(text, DEFAULT_SDP_LIMITS)
     media_of = tuple(text.count("\nm=", 0, match.start()) if match.group(3) else None
                      for match in _VARYING.finditer(text))
     if all(i is None or str(sdp.media[i].port) == ports[k] for k, i in enumerate(media_of)):

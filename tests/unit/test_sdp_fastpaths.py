@@ -219,3 +219,14 @@ def test_encode_with_cached_attribute_blocks_is_the_lines(description: SessionDe
     text = "\r\n".join(description.encode_lines()) + "\r\n"
     assert description.to_text() == text
     assert description.encode() == text.encode("utf-8", "surrogateescape")
+
+
+def test_repeated_bodies_bytes_or_text_parse_alike() -> None:
+    body = TEMPLATE_BODY.format(port=4100, video=5100)
+    as_text, as_bytes = parse_sdp(body), parse_sdp(body.encode())
+    assert as_text == as_bytes == _uncached(body)
+    assert parse_sdp(body.encode()) is as_bytes          # the exact body again
+    bad = body.replace("o=phone 100 100", "o=phone 100 x")
+    for _ in range(2):                                    # errors are never kept
+        with pytest.raises(SdpError, match="sess-version"):
+            parse_sdp(bad.encode())
