@@ -148,18 +148,16 @@ def _offer_plan(offer: SessionDescription) -> _OfferPlan | None:
     entry = _plans.get(id(offer))
     if entry is not None and entry[0] is offer:
         return entry[1]
-    plan: _OfferPlan | None = None
+    index, relayed = 0, None
     streams: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
-        if plan is None and m.port != 0 and m.media.lower() == "audio" \
+        if relayed is None and m.port != 0 and m.media.lower() == "audio" \
                 and m.proto.upper() == "RTP/AVP":
             relayed = _relayed_offer_stream(m.formats, m.attributes, m.proto,
                                             offer.stream_direction(i))
-            if relayed is not None:
-                plan = (i, (), m.proto, relayed)
+            index = i
         streams.append(MediaDescription(m.media, 0, m.proto, m.formats))
-    if plan is not None:
-        plan = (plan[0], tuple(streams), plan[2], plan[3])
+    plan = None if relayed is None else (index, tuple(streams), streams[index].proto, relayed)
     if len(_plans) >= _PLANS_MAX:
         del _plans[next(iter(_plans))]
     _plans[id(offer)] = (offer, plan)
