@@ -626,7 +626,8 @@ class MediaEngine:
         the pool once the loop has closed the sockets (``open_leg`` waits for that)."""
         if leg._closed:
             return
-        self.unbridge(leg)
+        if leg._peer is not None:           # (unbridged already, as call control does)
+            self.unbridge(leg)
         leg._closed = True
         leg._expecting = False
         leg._player = None
@@ -707,8 +708,11 @@ class MediaEngine:
             raise MediaError("cannot bridge a closed leg")
         if a._peer is b:
             return
-        self.unbridge(a)
-        self.unbridge(b)
+        # (a leg without a peer relays nothing, its rx.out is None: no unbridge call)
+        if a._peer is not None:
+            self.unbridge(a)
+        if b._peer is not None:
+            self.unbridge(b)
         a._peer, b._peer = b, a
         a._sender.force_remap()
         b._sender.force_remap()
