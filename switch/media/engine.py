@@ -236,9 +236,9 @@ class _SparePair:
 class MediaLeg:
     """One leg's RTP/RTCP port pair.  Created by ``MediaEngine.open_leg`` only."""
 
-    __slots__ = ("_closed", "_digits", "_expect_since", "_expecting", "_open_sockets", "_pair",
-                 "_peer", "_player", "_rtcp", "_rx", "_sender", "_silence_reported", "_taps",
-                 "config", "id", "local_host", "local_port", "rtcp_port", "stats")
+    __slots__ = ("_closed", "_digits", "_expect_since", "_expecting", "_g711", "_open_sockets",
+                 "_pair", "_peer", "_player", "_rtcp", "_rx", "_sender", "_silence_reported",
+                 "_taps", "config", "id", "local_host", "local_port", "rtcp_port", "stats")
 
     def __init__(self, leg_id: str, host: str, port: int, rx: _RtpReceiver, sender: _Sender,
                  rtcp: _RtcpReceiver) -> None:
@@ -261,6 +261,8 @@ class MediaLeg:
         self._expecting = False
         self._expect_since = 0.0
         self._silence_reported: float | None = None
+        self._g711: tuple[tuple[int, bool], ...] = ()
+        """(PT, is A-law) of the G.711 payload types of ``config`` (``_facts``)."""
         self._pair: _SparePair | None = None
         """The spare pair the leg's sockets came from, to quarantine them in again."""
 
@@ -327,6 +329,27 @@ def _pt_table(src: LegConfig, dst: LegConfig) -> bytes | None:
         table[src.telephone_event_pt] = (dst.telephone_event_pt
                                          if dst.telephone_event_pt is not None else 0xFF)
     return None if table == _SAME_PTS else bytes(table)
+
+
+_Facts = tuple[Mapping[int, Codec], int, dict[int, bytes], tuple[tuple[int, bool], ...]]
+"""(the mapping, clock rate, G.711 silence by PT, (PT, is A-law) of the G.711 PTs)."""
+_FACTS: Final[dict[tuple[int, int | None], _Facts]] = {}
+
+
+def _facts(payload_types: Mapping[int, Codec], te_pt: int | None) -> _Facts:
+    """What ``configure`` and the taps derive from a leg's payload types: the first audio
+    codec's clock rate (8000 if none), the silence and tap buffer of each G.711 PT."""
+    rate: int | None = None
+    silence: dict[int, bytes] = {}
+    g711: list[tuple[int, bool]] = []
+    for pt, c in payload_types.items():
+        if rate is None and pt != te_pt and c.name.lower() != "telephone-event":
+            rate = c.clock_rate
+        name = c.name.upper()
+        if name in _SILENCE:
+            silence[pt] = _SILENCE[name]
+            g711.append((pt, name == "PCMA"))
+    return payload_types, 8000 if rate is None else rate, silence, tuple(g711)
 
 
 _SAME_PTS: Final = bytes(range(128))
@@ -671,17 +694,17 @@ class MediaEngine:
         rx, sender = leg._rx, leg._sender
         te_pt = config.telephone_event_pt
         rx.te_pt = te_pt if te_pt is not None else -1
-        # the first audio codec's clock rate; silence for the G.711 ones (one pass)
-        rate: int | None = None
-        silence: dict[int, bytes] = {}
-        for pt, c in config.payload_types.items():
-            if rate is None and pt != te_pt and c.name.lower() != "telephone-event":
-                rate = c.clock_rate
-            name = c.name.upper()
-            if name in _SILENCE:
-                silence[pt] = _SILENCE[name]
-        rx.rate = sender.rate = 8000 if rate is None else rate
-        rx.silence = silence
+        # kept per mapping, as _pt_map's tables (EngineMediaPort shares the mappings)
+        key = (id(config.payload_types), te_pt)
+        facts = _FACTS.get(key)
+        if facts is None or facts[0] is not config.payload_types:
+            facts = _facts(config.payload_types, te_pt)
+            if len(_FACTS) >= 256:
+                del _FACTS[next(iter(_FACTS))]
+            _FACTS[key] = facts
+        rx.rate = sender.rate = facts[1]
+        rx.silence = facts[2]   # shared: the relay only reads it
+        leg._g711 = facts[3]
         usable = _usable(config.remote)
         if old is None or old.remote != config.remote:
             # a new SDP address: latch afresh (RFC 4961 §3)
@@ -802,13 +825,8 @@ class MediaEngine:
             rx.events.clear()
             return
         bufs: dict[int, list[bytes]] = {}
-        if leg.config is not None:
-            for pt, codec in leg.config.payload_types.items():
-                name = codec.name.upper()
-                if name == "PCMU":
-                    bufs[pt] = rx.ulaw
-                elif name == "PCMA":
-                    bufs[pt] = rx.alaw
+        for pt, alaw in leg._g711:
+            bufs[pt] = rx.alaw if alaw else rx.ulaw
         rx.tap_bufs = bufs
 
     # --- playback ---

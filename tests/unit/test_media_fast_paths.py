@@ -183,3 +183,22 @@ def test_pt_map_kept_per_pair_of_mappings_agrees_with_the_table(
         other = LegConfig(remote=None, payload_types=dst_mapping,
                           telephone_event_pt=None if dst_te is not None else 101)
         assert _pt_map(src, other) == (_pt_table(src, other) if dst_mapping else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_PAYLOAD_TYPES, _PAYLOAD_TYPES, st.booleans())
+def test_tap_buffers_follow_the_g711_payload_types(
+        first: dict[int, Codec], second: dict[int, Codec], tap_first: bool) -> None:
+    engine = MediaEngine(host="127.0.0.1", port_min=40000, port_max=40001)
+    leg = make_leg(engine)
+    tap = _Tap()
+    if tap_first:
+        engine.add_tap(leg, tap)
+    for payload_types in (first, second, first):     # reconfigured, mappings seen before
+        engine.configure(leg, LegConfig(remote=("10.0.0.1", 4000), payload_types=payload_types))
+        engine.add_tap(leg, tap)
+        rx = leg._rx
+        expected = {pt: rx.alaw if c.name.upper() == "PCMA" else rx.ulaw
+                    for pt, c in payload_types.items() if c.name.upper() in _SILENCE}
+        assert rx.tap_bufs == expected
+        assert all(rx.tap_bufs[pt] is buf for pt, buf in expected.items())
