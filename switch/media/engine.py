@@ -820,9 +820,13 @@ class MediaEngine:
             if rx.tap_bufs is None:
                 return          # untapped already: nothing was buffered since (relay.py)
             rx.tap_bufs = None
-            rx.ulaw.clear()
-            rx.alaw.clear()
-            rx.events.clear()
+            # (empty on a leg that received nothing since the tick: no clear() calls)
+            if rx.ulaw:
+                rx.ulaw.clear()
+            if rx.alaw:
+                rx.alaw.clear()
+            if rx.events:
+                rx.events.clear()
             return
         bufs: dict[int, list[bytes]] = {}
         for pt, alaw in leg._g711:
