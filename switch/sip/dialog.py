@@ -172,7 +172,29 @@ def _strip_for_request_uri(route: str) -> str:
     return str(SipUri(uri.scheme, uri.host, uri.user, uri.password, uri.port, params, ()))
 
 
+# Contact value → remote target.  A phone sends the same Contact in every call, and
+# the full parse plus re-serialisation of the URI cost ~30 us a call; bounded (the
+# values come from the network), emptied when full.
+_TARGETS: dict[str, str] = {}
+_TARGETS_MAX = 4096
+
+
 def _contact_uri(message: Request | Response) -> str | None:
+    lines = message.headers.get_all("contact")
+    if len(lines) != 1:
+        return _first_contact_uri(message) if lines else None
+    line = lines[0]
+    target = _TARGETS.get(line)
+    if target is None:
+        target = _first_contact_uri(message)
+        if target is not None:
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            _TARGETS[line] = target
+    return target
+
+
+def _first_contact_uri(message: Request | Response) -> str | None:
     found = [c for c in contacts(message) if not c.wildcard]
     return str(found[0].uri) if found else None
 
@@ -180,9 +202,9 @@ def _contact_uri(message: Request | Response) -> str | None:
 class Dialog:
     """One dialog's state (RFC 3261 §12).  Build with ``as_uac`` / ``as_uas``."""
 
-    __slots__ = ("_from_text", "_id", "_to_text", "call_id", "local_contact", "local_cseq",
-                 "local_party", "remote_cseq", "remote_party", "remote_target", "route_set",
-                 "secure", "state")
+    __slots__ = ("_from_text", "_to_text", "call_id", "id", "local_contact", "local_cseq",
+                 "local_party", "local_tag", "remote_cseq", "remote_party", "remote_tag",
+                 "remote_target", "route_set", "secure", "state")
 
     def __init__(self, *, call_id: str, local_party: NameAddr, remote_party: NameAddr,
                  remote_target: str, route_set: tuple[str, ...], local_cseq: int | None,
@@ -198,9 +220,12 @@ class Dialog:
         self.secure = secure
         self.local_contact = local_contact    # our Contact header value (name-addr text)
         self.state = state
-        # The parties never change once the dialog exists (§12.1): their tags, the
-        # id and the From/To text of our requests are made once, on first use.
-        self._id: DialogId | None = None
+        # The parties never change once the dialog exists (§12.1): their tags and the
+        # id are plain attributes (read a dozen times a call), made here; the From/To
+        # text of our requests is made once, on first use.
+        self.local_tag: str = local_party.tag or ""
+        self.remote_tag: str = remote_party.tag or ""
+        self.id = DialogId(call_id, self.local_tag, self.remote_tag)
         self._from_text: str | None = None
         self._to_text: str | None = None
 
@@ -270,22 +295,6 @@ class Dialog:
             raise InvalidTransition(f"dialog {self.id}: {event.name} in {self.state.name}")
         self.state = next_state
 
-    @property
-    def id(self) -> DialogId:
-        dialog_id = self._id
-        if dialog_id is None:
-            dialog_id = self._id = DialogId(self.call_id, self.local_party.tag or "",
-                                            self.remote_party.tag or "")
-        return dialog_id
-
-    @property
-    def local_tag(self) -> str:
-        return self.id.local_tag
-
-    @property
-    def remote_tag(self) -> str:
-        return self.id.remote_tag
-
     def confirm(self, response: Response | None = None) -> None:
         """The dialog-creating INVITE got its 2xx.
 
@@ -329,6 +338,14 @@ class Dialog:
         """
         if self.state is State.TERMINATED or not self.matches(request):
             raise TransactionDoesNotExist(f"no dialog {DialogId.of_incoming_request(request)}")
+        self.receive_matched(request)
+
+    def receive_matched(self, request: Request) -> None:
+        """``receive_request`` for a request already known to name this dialog (its
+        caller looked the dialog up by the request's id): the CSeq check and the
+        transition, without reading Call-ID/From/To again."""
+        if self.state is State.TERMINATED:
+            raise TransactionDoesNotExist(f"no dialog {self.id}")
         number = cseq(request).seq
         if request.method not in ("ACK", "CANCEL"):
             if self.remote_cseq is not None and number < self.remote_cseq:

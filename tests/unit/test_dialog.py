@@ -274,3 +274,33 @@ def test_terminated_dialog_sends_nothing() -> None:
     with pytest.raises(InvalidTransition):
         dialog.create_request("BYE")
     dialog.terminate()          # idempotent
+
+
+@pytest.mark.parametrize("contact", [
+    "<sip:alice@10.0.0.1:5060>",
+    '"Al" <SIP:alice@10.0.0.1;transport=UDP>;expires=60',
+    "sip:alice@10.0.0.1;ob",
+    "*, <sip:a@h>",
+    "<sip:a@h>, <sip:b@h>",
+])
+def test_contact_target_cache_agrees_with_the_parse(contact: str) -> None:
+    """The remote target remembered per Contact text is the one the full parse gives."""
+    from switch.sip import dialog as dialog_module
+    request = invite()
+    request.headers.set("Contact", contact)
+    expected = dialog_module._first_contact_uri(request)
+    dialog_module._TARGETS.clear()
+    first = Dialog.as_uas(request, local_tag="b1", local_contact=None).remote_target
+    again = Dialog.as_uas(request, local_tag="b2", local_contact=None).remote_target
+    assert first == again == (expected or "sip:alice@example.com")
+
+
+def test_receive_matched_checks_cseq_and_state() -> None:
+    dialog = Dialog.as_uas(invite(number=7), local_tag="b1", local_contact=None)
+    dialog.confirm()
+    bye = in_dialog("BYE", 6)
+    with pytest.raises(OutOfOrderRequest):
+        dialog.receive_matched(bye)
+    dialog.terminate()
+    with pytest.raises(TransactionDoesNotExist):
+        dialog.receive_matched(in_dialog("BYE", 8))
