@@ -128,15 +128,8 @@ class DialogId:
         §12.2.2: local tag = To tag, remote tag = From tag.  A request without a
         To tag is outside any dialog.
         """
-        call_id = request.headers.get("call-id")
-        to_value = request.headers.get("to")
-        from_value = request.headers.get("from")
-        if call_id is None or to_value is None or from_value is None:
-            return None
-        local = tag_of(to_value)
-        if not local:
-            return None
-        return DialogId(call_id.strip(), local, tag_of(from_value) or "")
+        key = incoming_key(request)
+        return None if key is None else DialogId(*key)
 
     @staticmethod
     def of_response(response: Response) -> DialogId | None:
@@ -151,6 +144,21 @@ class DialogId:
         if not remote or not local:
             return None
         return DialogId(call_id.strip(), local, remote)
+
+
+def incoming_key(request: Request) -> tuple[str, str, str] | None:
+    """``DialogId.of_incoming_request`` as a plain tuple (Call-ID, local tag, remote
+    tag), to compare with ``Dialog.key``: no object made, a C-level comparison."""
+    headers = request.headers
+    call_id = headers.get("call-id")
+    to_value = headers.get("to")
+    from_value = headers.get("from")
+    if call_id is None or to_value is None or from_value is None:
+        return None
+    local = tag_of(to_value)
+    if not local:
+        return None
+    return (call_id.strip(), local, tag_of(from_value) or "")
 
 
 def _route_uri(route: str) -> SipUri | None:
@@ -202,9 +210,9 @@ def _first_contact_uri(message: Request | Response) -> str | None:
 class Dialog:
     """One dialog's state (RFC 3261 §12).  Build with ``as_uac`` / ``as_uas``."""
 
-    __slots__ = ("_from_text", "_to_text", "call_id", "id", "local_contact", "local_cseq",
-                 "local_party", "local_tag", "remote_cseq", "remote_party", "remote_tag",
-                 "remote_target", "route_set", "secure", "state")
+    __slots__ = ("_from_text", "_to_text", "call_id", "id", "key", "local_contact",
+                 "local_cseq", "local_party", "local_tag", "remote_cseq", "remote_party",
+                 "remote_tag", "remote_target", "route_set", "secure", "state")
 
     def __init__(self, *, call_id: str, local_party: NameAddr, remote_party: NameAddr,
                  remote_target: str, route_set: tuple[str, ...], local_cseq: int | None,
@@ -226,6 +234,7 @@ class Dialog:
         self.local_tag: str = local_party.tag or ""
         self.remote_tag: str = remote_party.tag or ""
         self.id = DialogId(call_id, self.local_tag, self.remote_tag)
+        self.key = (call_id, self.local_tag, self.remote_tag)     # the id as ``incoming_key``
         self._from_text: str | None = None
         self._to_text: str | None = None
 
@@ -326,7 +335,7 @@ class Dialog:
     # --- incoming ---------------------------------------------------------------
 
     def matches(self, request: Request) -> bool:
-        return DialogId.of_incoming_request(request) == self.id
+        return incoming_key(request) == self.key
 
     def receive_request(self, request: Request) -> None:
         """Check and record an in-dialog request (§12.2.2).
@@ -383,9 +392,12 @@ class Dialog:
         self._apply(Input.SEND_ACK if method == "ACK" else Input.SEND_REQUEST)
         number = cseq_number if cseq_number is not None else self.next_cseq()
         headers = Headers()
-        request_uri, routes = self.request_target()
-        for route in routes:
-            headers.add("Route", route)
+        if self.route_set:
+            request_uri, routes = self.request_target()
+            for route in routes:
+                headers.add("Route", route)
+        else:
+            request_uri = self.remote_target      # no route set: the common case, no call
         headers.add("Max-Forwards", MAX_FORWARDS)
         if self._from_text is None:
             self._from_text, self._to_text = str(self.local_party), str(self.remote_party)

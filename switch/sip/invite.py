@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from switch.fsm import FastEnum
-from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel
+from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel, incoming_key
 from switch.sip.errors import SipError, TransactionDoesNotExist
 from switch.sip.headers import cseq, tag_of
 from switch.sip.message import Headers, Request, Response, make_response
@@ -555,6 +555,7 @@ class InviteSession:
         self._initial_timer_headers: list[tuple[str, str]] = []
         self._cancelled = False
         self._terminated = False
+        self._from_tag: str | None = None
 
     # --- construction -------------------------------------------------------------
 
@@ -636,7 +637,10 @@ class InviteSession:
     def local_tag(self) -> str:
         if self.dialog is not None:
             return self.dialog.local_tag
-        return tag_of(self.invite.headers.get("from") or "") or ""
+        tag = self._from_tag
+        if tag is None:     # the From of the INVITE (and of its 422 retry) never changes
+            tag = self._from_tag = tag_of(self.invite.headers.get("from") or "") or ""
+        return tag
 
     @property
     def is_owner(self) -> bool:
@@ -667,9 +671,10 @@ class InviteSession:
         if method == "CANCEL":
             self._next(Input.CANCEL_RECEIVED)
             return self._on_cancel_received(request, txn)
-        dialog_id = DialogId.of_incoming_request(request)
-        dialog = self._dialog_for(dialog_id)
+        key = incoming_key(request)
+        dialog = self._dialog_for(key)
         if dialog is None:
+            dialog_id = None if key is None else DialogId(*key)
             raise TransactionDoesNotExist(f"no dialog {dialog_id} in this session")
         if method == "ACK":
             self._next(Input.ACK_RECEIVED)
@@ -689,13 +694,13 @@ class InviteSession:
             return [InDialogRequestReceived(request=request, txn=txn, dialog_id=dialog.id)]
         return self._on_modify_received(request, txn, now)
 
-    def _dialog_for(self, dialog_id: DialogId | None) -> Dialog | None:
-        if dialog_id is None:
+    def _dialog_for(self, key: tuple[str, str, str] | None) -> Dialog | None:
+        if key is None:
             return None
-        if self.dialog is not None and self.dialog.id == dialog_id:
+        if self.dialog is not None and self.dialog.key == key:
             return self.dialog
-        early = self.early.get(dialog_id.remote_tag)
-        if early is not None and early.id == dialog_id:
+        early = self.early.get(key[2])
+        if early is not None and early.key == key:
             return early
         return None
 
@@ -1273,7 +1278,7 @@ class InviteSession:
         self._rollback_offer()
         assert self.dialog is not None
         bye = self.dialog.create_request("BYE")
-        self._bye_cseq = cseq(bye).seq
+        self._bye_cseq = self.dialog.local_cseq
         out.append(SendRequest(request=bye))
         out += self._end(State.TERMINATING, reason, status)
         return out
