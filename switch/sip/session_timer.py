@@ -223,16 +223,17 @@ def bye_margin(interval: int) -> float:
 class SessionTimer:
     """The clock of one session's timer (RFC 4028 §10)."""
 
-    __slots__ = ("deadline", "expires_at", "interval", "refresh_at", "state")
+    __slots__ = ("active", "deadline", "expires_at", "interval", "refresh_at", "state")
 
     def __init__(self) -> None:
         self.state = State.INACTIVE
         self.interval: int | None = None
         self.refresh_at: float | None = None
         self.expires_at: float | None = None   # when we send BYE without a refresh
-        # ``get_timer()``'s answer, kept current by every change of state or times:
-        # the session reads it each time the call layer re-arms a leg's timer.
+        # ``get_timer()``'s answer and whether the clock runs, kept current by every
+        # change of state or times: the session reads them several times a message.
         self.deadline: float | None = None
+        self.active = False
 
     def _apply(self, event: Input) -> None:
         next_state = TRANSITIONS.get((self.state, event))
@@ -244,15 +245,11 @@ class SessionTimer:
     def _set_deadline(self) -> None:
         state = self.state
         if state is State.REFRESHER:
-            self.deadline = self.refresh_at
+            self.deadline, self.active = self.refresh_at, True
         elif state is State.REFRESHING or state is State.REFRESHEE:
-            self.deadline = self.expires_at
+            self.deadline, self.active = self.expires_at, True
         else:
-            self.deadline = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in (State.REFRESHER, State.REFRESHING, State.REFRESHEE)
+            self.deadline, self.active = None, False
 
     def start(self, negotiated: Negotiated, now: float) -> None:
         """(Re)start after a successful negotiation: the session was just refreshed."""

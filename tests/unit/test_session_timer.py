@@ -136,6 +136,8 @@ def test_transition_table(state: State, event: Input) -> None:
     else:
         timer._apply(event)
         assert timer.state is expected
+        assert timer.active == (expected in (State.REFRESHER, State.REFRESHING,
+                                             State.REFRESHEE))
 
 
 def _deadline_from_state(timer: SessionTimer) -> float | None:
@@ -169,3 +171,5 @@ def test_kept_deadline_matches_the_state(seed: int) -> None:
                 now = deadline if rng.random() < 0.7 else now + 1.0
             timer.handle_timer(now)
         assert timer.get_timer() == _deadline_from_state(timer)
+        assert timer.active == (timer.state in (State.REFRESHER, State.REFRESHING,
+                                                State.REFRESHEE))
