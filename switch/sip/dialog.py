@@ -311,9 +311,8 @@ class Dialog:
         """The dialog our 1xx/2xx to ``request`` creates (§12.1.1).  Starts early."""
         remote = _party(request, "from")
         to = _party(request, "to")
-        local = NameAddr(to.uri, to.display,
-                         tuple(p for p in to.params if p[0].lower() != "tag")
-                         + (("tag", local_tag),))
+        kept = tuple(p for p in to.params if p[0].lower() != "tag") if to.params else ()
+        local = NameAddr(to.uri, to.display, (*kept, ("tag", local_tag)))
         target = _contact_uri(request) or str(remote.uri)
         return cls(
             call_id=(request.headers.get("call-id") or "").strip(),

@@ -86,6 +86,7 @@ from enum import Enum, auto
 
 from switch.fsm import FastEnum
 from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel, incoming_key
+from switch.sip.dialog import State as DialogState
 from switch.sip.errors import SipError, TransactionDoesNotExist
 from switch.sip.headers import cseq, tag_of
 from switch.sip.message import Headers, Request, Response, make_response
@@ -1387,7 +1388,7 @@ class InviteSession:
         if self.timer.active:
             self.timer.stop()
         if state is State.TERMINATED and self.dialog is not None \
-                and self.dialog.state is not self.dialog.state.TERMINATED:
+                and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.terminate()
         if self._terminated or not announce:
             return []
