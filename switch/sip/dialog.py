@@ -36,21 +36,20 @@ dialog but from the INVITE it cancels (§9.1, ``build_cancel``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import auto
 from typing import Generic, TypeVar
 
 from switch.fsm import FastEnum
-from switch.sip.errors import SipError, TransactionDoesNotExist
+from switch.sip.errors import ParseError, SipError, TransactionDoesNotExist
 from switch.sip.headers import (
     NameAddr,
     contacts,
     cseq,
-    from_header,
     parse_name_addr,
     tag_of,
-    to_header,
 )
 from switch.sip.message import Headers, Request, Response
 from switch.sip.uri import SipUri, parse_uri
@@ -128,15 +127,8 @@ class DialogId:
         §12.2.2: local tag = To tag, remote tag = From tag.  A request without a
         To tag is outside any dialog.
         """
-        call_id = request.headers.get("call-id")
-        to_value = request.headers.get("to")
-        from_value = request.headers.get("from")
-        if call_id is None or to_value is None or from_value is None:
-            return None
-        local = tag_of(to_value)
-        if not local:
-            return None
-        return DialogId(call_id.strip(), local, tag_of(from_value) or "")
+        key = incoming_key(request)
+        return None if key is None else DialogId(*key)
 
     @staticmethod
     def of_response(response: Response) -> DialogId | None:
@@ -151,6 +143,54 @@ class DialogId:
         if not remote or not local:
             return None
         return DialogId(call_id.strip(), local, remote)
+
+
+def incoming_key(request: Request) -> tuple[str, str, str] | None:
+    """``DialogId.of_incoming_request`` as a plain tuple (Call-ID, local tag, remote
+    tag), to compare with ``Dialog.key``: no object made, a C-level comparison."""
+    headers = request.headers
+    call_id = headers.get("call-id")
+    to_value = headers.get("to")
+    from_value = headers.get("from")
+    if call_id is None or to_value is None or from_value is None:
+        return None
+    local = tag_of(to_value)
+    if not local:
+        return None
+    return (call_id.strip(), local, tag_of(from_value) or "")
+
+
+# From/To without their tag → parsed.  The rest of a party's From/To repeats from
+# call to call (the tag is what is new), and the full parse is ~5 us each, four per
+# call; bounded (the values come from the network), emptied when full.
+_PARTIES: dict[str, NameAddr] = {}
+_PARTIES_MAX = 4096
+# A last ";tag=" whose value is a plain token (RFC 3261 §25.1) ending the value: the
+# parse of the rest plus this one parameter is the parse of the whole.
+_TRAILING_TAG = re.compile(r";tag=([A-Za-z0-9\-.!%*_+`'~]+)\Z")
+
+
+def _party(message: Request | Response, name: str) -> NameAddr:
+    """``from_header``/``to_header`` (``name`` "from"/"to"), the part before the tag
+    parsed once per distinct text."""
+    value = message.headers.get(name)
+    if value is None:
+        raise ParseError(f"no {name} header")
+    text = value.strip()
+    match = _TRAILING_TAG.search(text)
+    rest = text if match is None else text[:match.start()]
+    party = _PARTIES.get(rest)
+    if party is None:
+        try:
+            party = parse_name_addr(rest)
+        except ParseError:
+            return parse_name_addr(value)     # the whole value's parse says what is wrong
+        if len(_PARTIES) >= _PARTIES_MAX:
+            _PARTIES.clear()
+        _PARTIES[rest] = party
+    if match is None:
+        return party
+    return NameAddr(party.uri, party.display, (*party.params, ("tag", match.group(1))))
 
 
 def _route_uri(route: str) -> SipUri | None:
@@ -172,7 +212,29 @@ def _strip_for_request_uri(route: str) -> str:
     return str(SipUri(uri.scheme, uri.host, uri.user, uri.password, uri.port, params, ()))
 
 
+# Contact value → remote target.  A phone sends the same Contact in every call, and
+# the full parse plus re-serialisation of the URI cost ~30 us a call; bounded (the
+# values come from the network), emptied when full.
+_TARGETS: dict[str, str] = {}
+_TARGETS_MAX = 4096
+
+
 def _contact_uri(message: Request | Response) -> str | None:
+    lines = message.headers.get_all("contact")
+    if len(lines) != 1:
+        return _first_contact_uri(message) if lines else None
+    line = lines[0]
+    target = _TARGETS.get(line)
+    if target is None:
+        target = _first_contact_uri(message)
+        if target is not None:
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            _TARGETS[line] = target
+    return target
+
+
+def _first_contact_uri(message: Request | Response) -> str | None:
     found = [c for c in contacts(message) if not c.wildcard]
     return str(found[0].uri) if found else None
 
@@ -180,9 +242,9 @@ def _contact_uri(message: Request | Response) -> str | None:
 class Dialog:
     """One dialog's state (RFC 3261 §12).  Build with ``as_uac`` / ``as_uas``."""
 
-    __slots__ = ("_from_text", "_id", "_to_text", "call_id", "local_contact", "local_cseq",
-                 "local_party", "remote_cseq", "remote_party", "remote_target", "route_set",
-                 "secure", "state")
+    __slots__ = ("_from_text", "_to_text", "call_id", "id", "key", "local_contact",
+                 "local_cseq", "local_party", "local_tag", "remote_cseq", "remote_party",
+                 "remote_tag", "remote_target", "route_set", "secure", "state")
 
     def __init__(self, *, call_id: str, local_party: NameAddr, remote_party: NameAddr,
                  remote_target: str, route_set: tuple[str, ...], local_cseq: int | None,
@@ -198,9 +260,13 @@ class Dialog:
         self.secure = secure
         self.local_contact = local_contact    # our Contact header value (name-addr text)
         self.state = state
-        # The parties never change once the dialog exists (§12.1): their tags, the
-        # id and the From/To text of our requests are made once, on first use.
-        self._id: DialogId | None = None
+        # The parties never change once the dialog exists (§12.1): their tags and the
+        # id are plain attributes (read a dozen times a call), made here; the From/To
+        # text of our requests is made once, on first use.
+        self.local_tag: str = local_party.tag or ""
+        self.remote_tag: str = remote_party.tag or ""
+        self.id = DialogId(call_id, self.local_tag, self.remote_tag)
+        self.key = (call_id, self.local_tag, self.remote_tag)     # the id as ``incoming_key``
         self._from_text: str | None = None
         self._to_text: str | None = None
 
@@ -214,7 +280,7 @@ class Dialog:
         Early for a 101-199, confirmed for a 2xx.  Raises ``SipError`` when the
         response cannot create a dialog (no To tag, §12.1).
         """
-        remote = to_header(response)
+        remote = _party(response, "to")
         if not remote.tag:
             raise SipError("response without To tag cannot create a dialog", status=400)
         # Route set: Record-Route of the response, reversed (§12.1.2).
@@ -227,7 +293,7 @@ class Dialog:
         local_contact = request.headers.get("contact")
         dialog = cls(
             call_id=(request.headers.get("call-id") or "").strip(),
-            local_party=from_header(request),
+            local_party=_party(request, "from"),
             remote_party=remote,
             remote_target=target,
             route_set=route_set,
@@ -243,11 +309,10 @@ class Dialog:
     def as_uas(cls, request: Request, *, local_tag: str, local_contact: str | None,
                secure_transport: bool = False) -> Dialog:
         """The dialog our 1xx/2xx to ``request`` creates (§12.1.1).  Starts early."""
-        remote = from_header(request)
-        to = to_header(request)
-        local = NameAddr(to.uri, to.display,
-                         tuple(p for p in to.params if p[0].lower() != "tag")
-                         + (("tag", local_tag),))
+        remote = _party(request, "from")
+        to = _party(request, "to")
+        kept = tuple(p for p in to.params if p[0].lower() != "tag") if to.params else ()
+        local = NameAddr(to.uri, to.display, (*kept, ("tag", local_tag)))
         target = _contact_uri(request) or str(remote.uri)
         return cls(
             call_id=(request.headers.get("call-id") or "").strip(),
@@ -269,22 +334,6 @@ class Dialog:
         if next_state is None:
             raise InvalidTransition(f"dialog {self.id}: {event.name} in {self.state.name}")
         self.state = next_state
-
-    @property
-    def id(self) -> DialogId:
-        dialog_id = self._id
-        if dialog_id is None:
-            dialog_id = self._id = DialogId(self.call_id, self.local_party.tag or "",
-                                            self.remote_party.tag or "")
-        return dialog_id
-
-    @property
-    def local_tag(self) -> str:
-        return self.id.local_tag
-
-    @property
-    def remote_tag(self) -> str:
-        return self.id.remote_tag
 
     def confirm(self, response: Response | None = None) -> None:
         """The dialog-creating INVITE got its 2xx.
@@ -317,7 +366,7 @@ class Dialog:
     # --- incoming ---------------------------------------------------------------
 
     def matches(self, request: Request) -> bool:
-        return DialogId.of_incoming_request(request) == self.id
+        return incoming_key(request) == self.key
 
     def receive_request(self, request: Request) -> None:
         """Check and record an in-dialog request (§12.2.2).
@@ -329,6 +378,14 @@ class Dialog:
         """
         if self.state is State.TERMINATED or not self.matches(request):
             raise TransactionDoesNotExist(f"no dialog {DialogId.of_incoming_request(request)}")
+        self.receive_matched(request)
+
+    def receive_matched(self, request: Request) -> None:
+        """``receive_request`` for a request already known to name this dialog (its
+        caller looked the dialog up by the request's id): the CSeq check and the
+        transition, without reading Call-ID/From/To again."""
+        if self.state is State.TERMINATED:
+            raise TransactionDoesNotExist(f"no dialog {self.id}")
         number = cseq(request).seq
         if request.method not in ("ACK", "CANCEL"):
             if self.remote_cseq is not None and number < self.remote_cseq:
@@ -366,9 +423,12 @@ class Dialog:
         self._apply(Input.SEND_ACK if method == "ACK" else Input.SEND_REQUEST)
         number = cseq_number if cseq_number is not None else self.next_cseq()
         headers = Headers()
-        request_uri, routes = self.request_target()
-        for route in routes:
-            headers.add("Route", route)
+        if self.route_set:
+            request_uri, routes = self.request_target()
+            for route in routes:
+                headers.add("Route", route)
+        else:
+            request_uri = self.remote_target      # no route set: the common case, no call
         headers.add("Max-Forwards", MAX_FORWARDS)
         if self._from_text is None:
             self._from_text, self._to_text = str(self.local_party), str(self.remote_party)

@@ -85,7 +85,8 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from switch.fsm import FastEnum
-from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel
+from switch.sip.dialog import Dialog, DialogId, InvalidTransition, build_cancel, incoming_key
+from switch.sip.dialog import State as DialogState
 from switch.sip.errors import SipError, TransactionDoesNotExist
 from switch.sip.headers import cseq, tag_of
 from switch.sip.message import Headers, Request, Response, make_response
@@ -513,10 +514,13 @@ class _Glare:
 
 
 def _sdp_of(message: Request | Response) -> bytes | None:
-    if not message.body:
+    body = message.body
+    if not body:
         return None
-    content_type = (message.headers.get("content-type") or "").split(";")[0].strip().lower()
-    return message.body if content_type == SDP else None
+    content_type = message.headers.get("content-type") or ""
+    if content_type == SDP:
+        return body                   # the usual spelling: no split/strip/lower
+    return body if content_type.split(";")[0].strip().lower() == SDP else None
 
 
 class InviteSession:
@@ -545,12 +549,14 @@ class InviteSession:
         self._retransmit: _Retransmit | None = None
         self._glare: _Glare | None = None
         self._generation = 0                          # completed offer/answer exchanges
-        self._peer_allows_update = "UPDATE" in [
-            m.upper() for m in invite.headers.get_list("allow")]
+        # The message whose Allow says whether the peer takes UPDATE (RFC 3311), read
+        # only when a refresh needs it: the peer's INVITE (UAS) or 2xx (UAC).
+        self._peer_allow: Request | Response = invite
         self._initial_timer: Negotiated | None = None
         self._initial_timer_headers: list[tuple[str, str]] = []
         self._cancelled = False
         self._terminated = False
+        self._from_tag: str | None = None
 
     # --- construction -------------------------------------------------------------
 
@@ -632,7 +638,10 @@ class InviteSession:
     def local_tag(self) -> str:
         if self.dialog is not None:
             return self.dialog.local_tag
-        return tag_of(self.invite.headers.get("from") or "") or ""
+        tag = self._from_tag
+        if tag is None:     # the From of the INVITE (and of its 422 retry) never changes
+            tag = self._from_tag = tag_of(self.invite.headers.get("from") or "") or ""
+        return tag
 
     @property
     def is_owner(self) -> bool:
@@ -663,10 +672,11 @@ class InviteSession:
         if method == "CANCEL":
             self._next(Input.CANCEL_RECEIVED)
             return self._on_cancel_received(request, txn)
-        dialog = self._dialog_for(request)
+        key = incoming_key(request)
+        dialog = self._dialog_for(key)
         if dialog is None:
-            raise TransactionDoesNotExist(
-                f"no dialog {DialogId.of_incoming_request(request)} in this session")
+            dialog_id = None if key is None else DialogId(*key)
+            raise TransactionDoesNotExist(f"no dialog {dialog_id} in this session")
         if method == "ACK":
             self._next(Input.ACK_RECEIVED)
             return self._on_ack(request, now)
@@ -678,21 +688,20 @@ class InviteSession:
             if event is Input.BYE_RECEIVED and self.state is State.TERMINATING:
                 return self._on_bye_received(request, txn, dialog)
             return [SendResponse(response=self._response(request, 481), txn=txn)]
-        dialog.receive_request(request)      # §12.2.2 CSeq check; raises 500 if stale
+        dialog.receive_matched(request)      # §12.2.2 CSeq check; raises 500 if stale
         if event is Input.BYE_RECEIVED:
             return self._on_bye_received(request, txn, dialog)
         if event is Input.OTHER_RECEIVED:
             return [InDialogRequestReceived(request=request, txn=txn, dialog_id=dialog.id)]
         return self._on_modify_received(request, txn, now)
 
-    def _dialog_for(self, request: Request) -> Dialog | None:
-        dialog_id = DialogId.of_incoming_request(request)
-        if dialog_id is None:
+    def _dialog_for(self, key: tuple[str, str, str] | None) -> Dialog | None:
+        if key is None:
             return None
-        if self.dialog is not None and self.dialog.id == dialog_id:
+        if self.dialog is not None and self.dialog.key == key:
             return self.dialog
-        early = self.early.get(dialog_id.remote_tag)
-        if early is not None and early.id == dialog_id:
+        early = self.early.get(key[2])
+        if early is not None and early.key == key:
             return early
         return None
 
@@ -843,7 +852,7 @@ class InviteSession:
         method, number, status = number_method.method, number_method.seq, response.status
         if method == "CANCEL":
             return []                         # 200/481 to CANCEL: nothing to learn
-        if method == "INVITE" and 200 <= status < 300:
+        if self._acks and method == "INVITE" and 200 <= status < 300:
             remote_tag = tag_of(response.headers.get("to") or "") or ""
             ack = self._acks.get((number, remote_tag))
             if ack is not None:
@@ -883,8 +892,8 @@ class InviteSession:
             if status == 422 and retry_interval(response, self.config.session_timer):
                 return Input.RETRY_422
             return Input.FAILURE
-        dialog_id = DialogId.of_response(response)
         if self.dialog is not None:
+            dialog_id = DialogId.of_response(response)
             if dialog_id is not None and dialog_id != self.dialog.id:
                 return Input.SUCCESS_OTHER_FORK
             return Input.SUCCESS
@@ -953,8 +962,7 @@ class InviteSession:
             other.terminate()
         self.early.clear()
         self.dialog = dialog
-        self._peer_allows_update = "UPDATE" in [
-            m.upper() for m in response.headers.get_list("allow")]
+        self._peer_allow = response
         out: list[Output] = []
         body = _sdp_of(response)
         racing = next_state is State.TERMINATING
@@ -1271,7 +1279,7 @@ class InviteSession:
         self._rollback_offer()
         assert self.dialog is not None
         bye = self.dialog.create_request("BYE")
-        self._bye_cseq = cseq(bye).seq
+        self._bye_cseq = self.dialog.local_cseq
         out.append(SendRequest(request=bye))
         out += self._end(State.TERMINATING, reason, status)
         return out
@@ -1280,13 +1288,19 @@ class InviteSession:
 
     def get_timer(self) -> float | None:
         """The earliest deadline, or None."""
-        deadlines = [self.timer.get_timer()]
-        if self._retransmit is not None:
-            deadlines.append(min(self._retransmit.next_at, self._retransmit.give_up_at))
-        if self._glare is not None:
-            deadlines.append(self._glare.at)
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        # Read after every output batch (twice a message): no lists, no calls.
+        at = self.timer.deadline
+        retransmit = self._retransmit
+        if retransmit is not None:
+            due = retransmit.next_at
+            if retransmit.give_up_at < due:
+                due = retransmit.give_up_at
+            if at is None or due < at:
+                at = due
+        glare = self._glare
+        if glare is not None and (at is None or glare.at < at):
+            at = glare.at
+        return at
 
     def handle_timer(self, now: float) -> list[Output]:
         """Run what is due at ``now``."""
@@ -1334,7 +1348,7 @@ class InviteSession:
         """RFC 4028 §10: a session refresh, or later if an exchange is in progress."""
         if not self.can_modify:
             return []      # the exchange in progress refreshes when it succeeds
-        if self._peer_allows_update:
+        if "UPDATE" in [m.upper() for m in self._peer_allow.headers.get_list("allow")]:
             return self._modify("UPDATE", None, now, refresh=True)
         return self._modify("INVITE", self.local_sdp, now, refresh=True)
 
@@ -1374,7 +1388,7 @@ class InviteSession:
         if self.timer.active:
             self.timer.stop()
         if state is State.TERMINATED and self.dialog is not None \
-                and self.dialog.state is not self.dialog.state.TERMINATED:
+                and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.terminate()
         if self._terminated or not announce:
             return []

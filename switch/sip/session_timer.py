@@ -223,23 +223,33 @@ def bye_margin(interval: int) -> float:
 class SessionTimer:
     """The clock of one session's timer (RFC 4028 §10)."""
 
-    __slots__ = ("expires_at", "interval", "refresh_at", "state")
+    __slots__ = ("active", "deadline", "expires_at", "interval", "refresh_at", "state")
 
     def __init__(self) -> None:
         self.state = State.INACTIVE
         self.interval: int | None = None
         self.refresh_at: float | None = None
         self.expires_at: float | None = None   # when we send BYE without a refresh
+        # ``get_timer()``'s answer and whether the clock runs, kept current by every
+        # change of state or times: the session reads them several times a message.
+        self.deadline: float | None = None
+        self.active = False
 
     def _apply(self, event: Input) -> None:
         next_state = TRANSITIONS.get((self.state, event))
         if next_state is None:
             raise InvalidTransition(f"session timer: {event.name} in {self.state.name}")
         self.state = next_state
+        self._set_deadline()
 
-    @property
-    def active(self) -> bool:
-        return self.state in (State.REFRESHER, State.REFRESHING, State.REFRESHEE)
+    def _set_deadline(self) -> None:
+        state = self.state
+        if state is State.REFRESHER:
+            self.deadline, self.active = self.refresh_at, True
+        elif state is State.REFRESHING or state is State.REFRESHEE:
+            self.deadline, self.active = self.expires_at, True
+        else:
+            self.deadline, self.active = None, False
 
     def start(self, negotiated: Negotiated, now: float) -> None:
         """(Re)start after a successful negotiation: the session was just refreshed."""
@@ -247,6 +257,7 @@ class SessionTimer:
         self.interval = negotiated.interval
         self.expires_at = now + negotiated.interval - bye_margin(negotiated.interval)
         self.refresh_at = now + negotiated.interval / 2.0 if negotiated.we_refresh else None
+        self._set_deadline()
 
     def stop(self) -> None:
         self._apply(Input.STOP)
@@ -254,14 +265,10 @@ class SessionTimer:
             self.refresh_at = self.expires_at = self.interval = None
 
     def get_timer(self) -> float | None:
-        if self.state is State.REFRESHER:
-            return self.refresh_at
-        if self.state in (State.REFRESHING, State.REFRESHEE):
-            return self.expires_at
-        return None
+        return self.deadline
 
     def handle_timer(self, now: float) -> Due | None:
-        deadline = self.get_timer()
+        deadline = self.deadline
         if deadline is None or now < deadline:
             return None
         if self.state is State.REFRESHER:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switch.sip.dialog import (
     TRANSITIONS,
@@ -274,3 +276,89 @@ def test_terminated_dialog_sends_nothing() -> None:
     with pytest.raises(InvalidTransition):
         dialog.create_request("BYE")
     dialog.terminate()          # idempotent
+
+
+@pytest.mark.parametrize("contact", [
+    "<sip:alice@10.0.0.1:5060>",
+    '"Al" <SIP:alice@10.0.0.1;transport=UDP>;expires=60',
+    "sip:alice@10.0.0.1;ob",
+    "*, <sip:a@h>",
+    "<sip:a@h>, <sip:b@h>",
+])
+def test_contact_target_cache_agrees_with_the_parse(contact: str) -> None:
+    """The remote target remembered per Contact text is the one the full parse gives."""
+    from switch.sip import dialog as dialog_module
+    request = invite()
+    request.headers.set("Contact", contact)
+    expected = dialog_module._first_contact_uri(request)
+    dialog_module._TARGETS.clear()
+    first = Dialog.as_uas(request, local_tag="b1", local_contact=None).remote_target
+    again = Dialog.as_uas(request, local_tag="b2", local_contact=None).remote_target
+    assert first == again == (expected or "sip:alice@example.com")
+
+
+def test_receive_matched_checks_cseq_and_state() -> None:
+    dialog = Dialog.as_uas(invite(number=7), local_tag="b1", local_contact=None)
+    dialog.confirm()
+    bye = in_dialog("BYE", 6)
+    with pytest.raises(OutOfOrderRequest):
+        dialog.receive_matched(bye)
+    dialog.terminate()
+    with pytest.raises(TransactionDoesNotExist):
+        dialog.receive_matched(in_dialog("BYE", 8))
+
+
+_PARTY_PIECES = ['"', "<", ">", ";", "=", " ", "\t", "\\", "sip:", "alice", "@", "h.example",
+                 ":5060", "tag", ";tag=", "TAG", "a1", "x-Y.z~", "*", "lr", "Bob", ","]
+
+
+_PIECES = st.lists(st.sampled_from(_PARTY_PIECES), max_size=6).map("".join)
+# Mostly well-formed name-addrs and addr-specs (so that the tagged form parses), with
+# random pieces between the parts.
+_PARTY_VALUES = st.one_of(
+    st.lists(st.sampled_from(_PARTY_PIECES), max_size=14).map("".join),
+    st.tuples(st.sampled_from(["", '"Al ice" ', "Bob ", " "]), _PIECES,
+              st.sampled_from(["<sip:alice@h.example>", "<sip:alice@h.example;lr>",
+                               "sip:alice@h.example", "<sip:a@h;tag=in>"]),
+              _PIECES, st.sampled_from(["", ";x=1", ";lr", ' ;q="a;tag=b"']),
+              st.sampled_from(["", ";tag=a1", ";tag=x-Y.z~", " ;tag=a1", ";tag=a1 ",
+                               ";tag = a1", ";Tag=a1", ";tag=a1;tag=b2", ";tag=\"q\""]))
+    .map("".join))
+
+
+@given(_PARTY_VALUES)
+@settings(max_examples=1000, deadline=None)
+def test_party_parse_agrees_with_the_full_parse(value: str) -> None:
+    """The From/To parse that reuses the tag-less rest gives what ``parse_name_addr`` gives."""
+    from switch.sip import dialog as dialog_module
+    from switch.sip.errors import ParseError
+    from switch.sip.headers import parse_name_addr
+    request = invite()
+    request.headers.set("From", value)
+    try:
+        expected = parse_name_addr(value)
+    except ParseError:
+        with pytest.raises(ParseError):
+            dialog_module._party(request, "from")
+        return
+    dialog_module._PARTIES.clear()
+    assert dialog_module._party(request, "from") == expected
+    assert dialog_module._party(request, "from") == expected      # from the cache
+
+
+@pytest.mark.parametrize("value", [
+    "sipp <sip:sipp@127.0.0.1:5061>;tag=1SIPpTag001",
+    '"Alice" <sip:alice@example.com>;tag=a1',
+    "<sip:bob@example.com>",
+    "sip:bob@example.com;tag=b2",
+    "<sip:a@h;tag=inside>;x=1;tag=t",
+    "<sip:a@h>;tag=t1;tag=t2",
+    "<sip:a@h>;TAG=t",
+])
+def test_party_parse_examples(value: str) -> None:
+    from switch.sip import dialog as dialog_module
+    from switch.sip.headers import parse_name_addr
+    request = invite()
+    request.headers.set("To", value)
+    assert dialog_module._party(request, "to") == parse_name_addr(value)
+    assert dialog_module._party(request, "to") == parse_name_addr(value)

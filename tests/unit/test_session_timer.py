@@ -136,3 +136,40 @@ def test_transition_table(state: State, event: Input) -> None:
     else:
         timer._apply(event)
         assert timer.state is expected
+        assert timer.active == (expected in (State.REFRESHER, State.REFRESHING,
+                                             State.REFRESHEE))
+
+
+def _deadline_from_state(timer: SessionTimer) -> float | None:
+    """What ``get_timer`` answered before it was kept as an attribute."""
+    if timer.state is State.REFRESHER:
+        return timer.refresh_at
+    if timer.state in (State.REFRESHING, State.REFRESHEE):
+        return timer.expires_at
+    return None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kept_deadline_matches_the_state(seed: int) -> None:
+    """The deadline kept up to date on every change equals the one read off the state."""
+    import random
+    rng = random.Random(seed)
+    timer = SessionTimer()
+    now = 0.0
+    for _ in range(200):
+        if timer.state is State.EXPIRED:        # the end: nothing starts it again
+            break
+        step = rng.choice(["start", "start", "stop", "tick", "tick"])
+        if step == "start":
+            timer.start(Negotiated(interval=rng.choice([90, 600, 1800]),
+                                   we_refresh=rng.random() < 0.5), now)
+        elif step == "stop":
+            timer.stop()
+        else:
+            deadline = timer.get_timer()
+            if deadline is not None:
+                now = deadline if rng.random() < 0.7 else now + 1.0
+            timer.handle_timer(now)
+        assert timer.get_timer() == _deadline_from_state(timer)
+        assert timer.active == (timer.state in (State.REFRESHER, State.REFRESHING,
+                                                State.REFRESHEE))
