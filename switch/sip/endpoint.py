@@ -37,7 +37,9 @@ are reported as ``MessageRejected``.
 
 Every timer of every transaction lives in one heap keyed by deadline with
 lazy deletion (a popped entry whose deadline is no longer its transaction's
-is ignored); ``get_timer`` is the heap's top.
+is ignored); ``get_timer`` is the heap's top.  ``earliest_scheduled`` (the
+earliest deadline scheduled since ``get_timer`` last ran) lets the driver skip
+asking when nothing earlier than its armed timer was started.
 
 Message counts (for ``switch_sip_messages_total``) are kept in
 ``Endpoint.stats``, a dict increment per message, read by the app.
@@ -50,6 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
+from math import inf
 
 from switch.sip.errors import (
     ParseError,
@@ -187,6 +190,10 @@ class MessageCounters:
 
 ServerKey = tuple[object, ...]   # also the client index key: (branch, method)
 HeapEntry = tuple[float, int, Transaction, Input]
+# Timers scheduled and not yet on the heap, checked as transactions start (each
+# schedules a few): the driver asks get_timer only for an earlier deadline, so
+# nothing else bounds the list between two timer wake-ups.
+_MAX_PENDING = 4096
 
 
 class Endpoint:
@@ -203,6 +210,9 @@ class Endpoint:
         self._out: list[Outgoing] = []
         self._heap: list[HeapEntry] = []
         self._pending: list[tuple[Transaction, Input, float]] = []
+        # The earliest deadline scheduled since get_timer last looked (inf: none):
+        # the driver asks get_timer again only when this is before its armed timer.
+        self.earliest_scheduled = inf
         self._seq = count()
         self._ids = count(1)
         self._by_id: dict[int, Transaction] = {}
@@ -259,9 +269,11 @@ class Endpoint:
         return out
 
     def get_timer(self) -> float | None:
-        """The earliest deadline of all transactions, or None."""
+        """The earliest deadline of all transactions, or None; resets
+        ``earliest_scheduled`` (the driver is its one caller)."""
         if self._pending:
             self._push_pending()
+        self.earliest_scheduled = inf
         heap = self._heap
         while heap:
             deadline, _, txn, timer = heap[0]
@@ -335,6 +347,8 @@ class Endpoint:
         self._clients[key] = txn
         self._by_id[transaction_id] = txn
         txn.start(now)
+        if len(self._pending) > _MAX_PENDING:
+            self._push_pending()
         return transaction_id
 
     def send_stateless(self, message: Message, destination: Destination) -> None:
@@ -365,7 +379,9 @@ class Endpoint:
     def _receive_request(self, request: Request, source: Source, now: float) -> None:
         via = top_via(request)
         method = request.method
-        self._count("in", method, 0)
+        key0 = ("in", method, 0)        # _count, inlined: one of the hottest paths
+        messages = self.stats.messages
+        messages[key0] = messages.get(key0, 0) + 1
         branch = via.branch
         txn: ServerTransaction | None
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -396,6 +412,8 @@ class Endpoint:
         self._servers[key] = txn
         self._by_id[transaction_id] = txn
         txn.start(now)
+        if len(self._pending) > _MAX_PENDING:
+            self._push_pending()
         if method == "CANCEL":
             self._answer_cancel(txn, request, via, source, now)
         else:
@@ -487,7 +505,9 @@ class Endpoint:
 
     def _receive_response(self, response: Response, now: float) -> None:
         method = cseq(response).method
-        self._count("in", method, response.status)
+        key = ("in", method, response.status)     # _count, inlined
+        messages = self.stats.messages
+        messages[key] = messages.get(key, 0) + 1
         branch = top_via(response).branch
         txn = self._clients.get((branch, method)) if branch is not None else None
         if txn is None:
@@ -582,7 +602,10 @@ class _Sink:
         messages[key] = messages.get(key, 0) + 1
 
     def schedule(self, transaction: Transaction, timer: Input, deadline: float) -> None:
-        self._endpoint._pending.append((transaction, timer, deadline))
+        endpoint = self._endpoint
+        endpoint._pending.append((transaction, timer, deadline))
+        if deadline < endpoint.earliest_scheduled:
+            endpoint.earliest_scheduled = deadline
 
     def pass_up(self, transaction: Transaction, message: Message) -> None:
         endpoint = self._endpoint

@@ -451,3 +451,37 @@ def test_reply_destination(via: str, transport: str, expected: tuple[str, int]) 
     source = Source(transport=transport, host="198.51.100.7", port=9999)
     destination = endpoint._reply_destination(parse_via(via), source)
     assert (destination.host, destination.port) == expected
+
+
+# --- the driver's re-arm hint -------------------------------------------------------------
+
+
+def test_earliest_scheduled_is_never_later_than_a_new_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The driver asks get_timer again only when earliest_scheduled is before its
+    # armed timer: it must be a lower bound of every deadline scheduled since,
+    # also when the pending list overflows onto the heap.
+    monkeypatch.setattr("switch.sip.endpoint._MAX_PENDING", 3)
+    endpoint = Endpoint()
+    assert endpoint.get_timer() is None and endpoint.earliest_scheduled == float("inf")
+    endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(0)),
+                          PEER, 0.0)                  # E at 0.5, F at 32
+    assert endpoint.earliest_scheduled == 0.5
+    for n in range(1, 6):                             # later starts overflow the list
+        endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(n)),
+                              PEER, 10.0 + n)
+        assert endpoint.earliest_scheduled == 0.5
+    assert endpoint.get_timer() == 0.5
+    assert endpoint.earliest_scheduled == float("inf")
+    endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(9)),
+                          PEER, 0.25)
+    assert endpoint.earliest_scheduled == 0.75 and endpoint.get_timer() == 0.5
+
+
+def _request_headers(n: int) -> Headers:
+    headers = Headers()
+    headers.add("From", f"<sip:alice@example.com>;tag=f{n}")
+    headers.add("To", "<sip:bob@example.com>")
+    headers.add("Call-ID", f"hint-{n}")
+    headers.add("CSeq", f"{n + 1} OPTIONS")
+    return headers

@@ -8,7 +8,10 @@ goes to ``endpoint.receive(data, source, now=loop.time())``; then the driver
 *pumps*: it hands each event to the TU callback ``on_event`` (an exception
 there is caught and logged, and a request is answered 500, so one call never
 breaks another), sends what ``datagrams_to_send()`` returns, and re-arms its
-single ``loop.call_at`` handle to ``endpoint.get_timer()`` (DESIGN.md rule 2).
+single ``loop.call_at`` handle to ``endpoint.get_timer()`` (DESIGN.md rule 2)
+when ``endpoint.earliest_scheduled`` says a deadline before the armed one was
+scheduled (a timer cancelled meanwhile can only make the handle fire early, and
+after every firing the driver looks at ``get_timer()`` again).
 The TU's own calls (``respond``, ``send_request``, ``send_stateless``) pump too.
 
 Sending over TCP follows §18.2.2: a response goes back on the connection its
@@ -26,6 +29,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import inf
 
 from switch.sip.endpoint import (
     Endpoint,
@@ -87,7 +91,7 @@ class SipDriver:
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._next_connection = 1
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at = inf        # the armed deadline; inf: none
         self._sweeper: asyncio.TimerHandle | None = None
         self._pumping = False
 
@@ -128,7 +132,7 @@ class SipDriver:
             if handle is not None:
                 handle.cancel()
         self._timer = self._sweeper = None
-        self._timer_at = None
+        self._timer_at = inf
         for task in list(self._connect_tasks):
             task.cancel()
         if self._udp is not None:
@@ -175,8 +179,9 @@ class SipDriver:
             source = self._sources[addr] = Source(
                 transport="udp", host=addr[0], port=addr[1],
                 local_host=self._local[0], local_port=self._local[1])
+        loop = self._loop       # set once started: a datagram implies it
         try:
-            self.endpoint.receive(data, source, self._now())
+            self.endpoint.receive(data, source, loop.time() if loop is not None else self._now())
         except Exception:   # a bug must not stop the transport (DESIGN.md rule 5)
             log.exception("sip.receive_failed transport=udp peer=%s:%d", *addr)
         self._pump()
@@ -232,17 +237,21 @@ class SipDriver:
             return      # a TU call made while dispatching: the outer pump finishes
         self._pumping = True
         endpoint = self.endpoint
+        # next_event() and datagrams_to_send(), inlined: a call each per pump.
+        events = endpoint._events
         try:
-            event = endpoint.next_event()
-            while event is not None:
-                self._dispatch(event)
-                event = endpoint.next_event()
-            out = endpoint.datagrams_to_send()
+            while events:
+                self._dispatch(events.popleft())
+            out = endpoint._out
             if out:
+                endpoint._out = []
                 self._send(out)
         finally:
             self._pumping = False
-        self._rearm()
+        # Deadlines only move later unless a new one was scheduled before the armed
+        # timer (a cancelled one at most wakes us early, handle_timer skips it).
+        if endpoint.earliest_scheduled < self._timer_at:
+            self._rearm()
 
     def _dispatch(self, event: Event) -> None:
         try:
@@ -259,11 +268,12 @@ class SipDriver:
 
     def _rearm(self) -> None:
         deadline = self.endpoint.get_timer()
-        if deadline == self._timer_at:
+        at = inf if deadline is None else deadline
+        if at == self._timer_at:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
+        self._timer_at = at
         if deadline is None or self._loop is None:
             self._timer = None
         else:
@@ -272,15 +282,16 @@ class SipDriver:
     def _on_timer(self) -> None:
         deadline = self._timer_at
         self._timer = None
-        self._timer_at = None
+        self._timer_at = inf
         now = self._now()
-        if deadline is not None and now < deadline:
+        if now < deadline != inf:
             now = deadline      # call_at may run up to one clock tick early
         try:
             self.endpoint.handle_timer(now)
         except Exception:
             log.exception("sip.timer_failed")
         self._pump()
+        self._rearm()           # the heap's top has moved: always look again
 
     # --- outgoing ------------------------------------------------------------------------
 
