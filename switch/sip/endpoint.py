@@ -288,8 +288,12 @@ class Endpoint:
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, txn, timer = heappop(heap)
+            deadlines = txn.deadlines
+            if deadlines.get(timer) != deadline:
+                continue            # lazy deletion (fire_timer's test, inlined)
+            del deadlines[timer]
             try:
-                txn.fire_timer(timer, deadline, now)
+                txn._step(timer, now, None)
             except TransactionStateError:
                 # A gap in a table is a bug; it must not stop the other timers.
                 self._forget(txn)
@@ -564,11 +568,10 @@ class Endpoint:
     def _forget(self, txn: Transaction) -> None:
         txn.deadlines.clear()
         self._by_id.pop(txn.id, None)
-        if isinstance(txn, ServerTransaction):
-            if self._servers.get(txn.key) is txn:
-                del self._servers[txn.key]
-        elif self._clients.get(txn.key) is txn:
-            del self._clients[txn.key]
+        index: dict[ServerKey, ClientTransaction] | dict[ServerKey, ServerTransaction] = (
+            self._clients if txn.is_client else self._servers)
+        if index.get(txn.key) is txn:
+            del index[txn.key]
 
 
 def _key_2543(request: Request, via: Via, method: str) -> ServerKey:

@@ -403,8 +403,10 @@ class Transaction:
     initial_actions: ClassVar[tuple[Action, ...]]
     is_client: ClassVar[bool]
     # ``table`` and ``initial_actions`` with each Action replaced by its function
-    # (filled in by ``_compile`` below): no _ACTIONS lookup per action executed.
-    _rows: ClassVar[dict[tuple[State, Input], tuple[State, tuple[ActionFunction, ...]]]]
+    # (filled in by ``_compile`` below): no _ACTIONS lookup per action executed;
+    # a leading CANCEL_TIMERS becomes the row's flag, done by _step itself.
+    _rows: ClassVar[dict[tuple[State, Input],
+                         tuple[State, bool, tuple[ActionFunction, ...]]]]
     _initial: ClassVar[tuple[ActionFunction, ...]]
 
     def __init__(self, transaction_id: int, request: Request, destination: Destination,
@@ -459,7 +461,9 @@ class Transaction:
         row = self._rows.get((self.state, inp))
         if row is None:
             raise self._refused(inp)
-        self.state, actions = row
+        self.state, cancel_timers, actions = row
+        if cancel_timers:
+            self.deadlines.clear()
         for action in actions:
             action(self, now, inp, message)
         # _after has nothing to do in the usual case: no call for it then.
@@ -781,8 +785,14 @@ def _compile(cls: type[Transaction]) -> None:
         if action is Action.SEND_RESPONSE:
             return cls._send_response
         return _ACTIONS[action]
-    cls._rows = {key: (state, tuple(function(a) for a in actions))
-                 for key, (state, actions) in cls.table.items()}
+    rows = {}
+    for key, (state, actions) in cls.table.items():
+        cancel = actions[:1] == (Action.CANCEL_TIMERS,)
+        if cancel:
+            actions = actions[1:]
+        assert Action.CANCEL_TIMERS not in actions, "CANCEL_TIMERS comes first"
+        rows[key] = (state, cancel, tuple(function(a) for a in actions))
+    cls._rows = rows
     cls._initial = tuple(function(a) for a in cls.initial_actions)
 
 

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import inf
+from typing import Any
 
 from switch.sip.endpoint import (
     Endpoint,
@@ -84,7 +85,7 @@ class SipDriver:
         self._local: tuple[str, int] = ("", 0)
         # One Source per UDP peer address, reused (a frozen 6-field dataclass built
         # for every datagram otherwise); bounded: cleared when it fills up.
-        self._sources: dict[tuple[str, int], Source] = {}
+        self._sources: dict[tuple[Any, ...], Source] = {}
         self._connections: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], list[Outgoing]] = {}
@@ -171,7 +172,8 @@ class SipDriver:
 
     # --- incoming ------------------------------------------------------------------------
 
-    def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # addr: (host, port), or (host, port, flowinfo, scope_id) for IPv6.
         source = self._sources.get(addr)
         if source is None:
             if len(self._sources) >= _SOURCE_CACHE:
@@ -183,7 +185,7 @@ class SipDriver:
         try:
             self.endpoint.receive(data, source, loop.time() if loop is not None else self._now())
         except Exception:   # a bug must not stop the transport (DESIGN.md rule 5)
-            log.exception("sip.receive_failed transport=udp peer=%s:%d", *addr)
+            log.exception("sip.receive_failed transport=udp peer=%s:%d", addr[0], addr[1])
         self._pump()
 
     def _inbound_connection(self) -> TcpConnection:
@@ -241,7 +243,11 @@ class SipDriver:
         events = endpoint._events
         try:
             while events:
-                self._dispatch(events.popleft())
+                event = events.popleft()
+                try:
+                    self.on_event(event)
+                except Exception:
+                    self._tu_failed(event)
             out = endpoint._out
             if out:
                 endpoint._out = []
@@ -253,18 +259,15 @@ class SipDriver:
         if endpoint.earliest_scheduled < self._timer_at:
             self._rearm()
 
-    def _dispatch(self, event: Event) -> None:
-        try:
-            self.on_event(event)
-        except Exception:
-            log.exception("sip.tu_failed event=%s", type(event).__name__)
-            if isinstance(event, RequestReceived):
-                try:
-                    self.endpoint.respond(event.transaction_id,
-                                          make_response(event.request, 500, to_tag=new_tag()),
-                                          self._now())
-                except SipError:
-                    pass    # it had already answered; the transaction keeps its answer
+    def _tu_failed(self, event: Event) -> None:
+        log.exception("sip.tu_failed event=%s", type(event).__name__)
+        if isinstance(event, RequestReceived):
+            try:
+                self.endpoint.respond(event.transaction_id,
+                                      make_response(event.request, 500, to_tag=new_tag()),
+                                      self._now())
+            except SipError:
+                pass    # it had already answered; the transaction keeps its answer
 
     def _rearm(self) -> None:
         deadline = self.endpoint.get_timer()
