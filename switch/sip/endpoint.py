@@ -463,8 +463,15 @@ class Endpoint:
                 return Destination(transport=source.transport, host=source_host, port=port,
                                    connection_id=source.connection_id)
             return self._reply_destination(via, source)
-        params = [(k, v) for k, v in via.params
-                  if k.lower() != "received" and not (rport == "" and k.lower() == "rport")]
+        params = []
+        maddr = False
+        for name, value in via.params:
+            lname = name.lower()
+            if lname == "received" or (lname == "rport" and rport == ""):
+                continue
+            if lname == "maddr":
+                maddr = True
+            params.append((name, value))
         params.append(("received", source_host))
         if rport == "":
             params.append(("rport", str(source.port)))
@@ -479,6 +486,11 @@ class Endpoint:
             headers.replace_first("Via", str(stamped))
         request._cache["top_via"] = stamped
         request._cache.pop("vias", None)
+        if rport == "" and not maddr and source_host:
+            # What _reply_destination finds in the Via just stamped, known already:
+            # received=<source host>, rport=<source port> (the usual RFC 3581 case).
+            return Destination(transport=source.transport, host=source_host, port=source.port,
+                               connection_id=source.connection_id)
         return self._reply_destination(stamped, source)
 
     def _reply_destination(self, via: Via, source: Source) -> Destination:

@@ -485,3 +485,21 @@ def _request_headers(n: int) -> Headers:
     headers.add("Call-ID", f"hint-{n}")
     headers.add("CSeq", f"{n + 1} OPTIONS")
     return headers
+
+
+@pytest.mark.parametrize("via_params", [
+    ";rport", ";rport;maddr=192.0.2.77", ";received=198.51.100.1;rport", ";rport=7777",
+    ";maddr=192.0.2.77", ";RPORT;foo=bar", "",
+])
+@pytest.mark.parametrize("via_host", ["192.0.2.1", "192.0.2.9", "host.example.com"])
+def test_stamp_via_destination_is_what_the_stamped_via_says(via_params: str,
+                                                             via_host: str) -> None:
+    # _stamp_via returns the reply address without re-reading the Via it stamped
+    # in the usual rport case: it must be what reply_destination reads from it.
+    endpoint = Endpoint()
+    request = parse_message(raw(via_params=via_params, via_host=via_host))
+    assert isinstance(request, Request)
+    destination = endpoint._stamp_via(request, top_via(request), UDP_SRC)
+    reparsed = parse_message(request.encode())
+    assert isinstance(reparsed, Request)
+    assert destination == endpoint.reply_destination(reparsed, UDP_SRC)
