@@ -402,12 +402,10 @@ class Transaction:
     initial_state: ClassVar[State]
     initial_actions: ClassVar[tuple[Action, ...]]
     is_client: ClassVar[bool]
-    # ``table`` and ``initial_actions`` with each Action replaced by its function
-    # (filled in by ``_compile`` below): no _ACTIONS lookup per action executed;
-    # a leading CANCEL_TIMERS becomes the row's flag, done by _step itself.
-    _rows: ClassVar[dict[tuple[State, Input],
-                         tuple[State, bool, tuple[ActionFunction, ...]]]]
-    _initial: ClassVar[tuple[ActionFunction, ...]]
+    # ``table`` and ``initial_actions`` compiled by ``_compile`` below, done by
+    # _step without a call per CANCEL_TIMERS or START_x nor an _ACTIONS lookup.
+    _rows: ClassVar[dict[tuple[State, Input], CompiledRow]]
+    _initial: ClassVar[CompiledRow]
 
     def __init__(self, transaction_id: int, request: Request, destination: Destination,
                  sink: TransactionSink, config: TimerConfig) -> None:
@@ -436,10 +434,7 @@ class Transaction:
 
     def start(self, now: float) -> None:
         """Run the machine's initial actions (sending the request, starting timers)."""
-        for action in self._initial:
-            action(self, now, Input.REQUEST, None)
-        if self._fire_now is not None or self.state is State.TERMINATED:
-            self._after(now)
+        self._step(Input.REQUEST, now, None, self._initial)
 
     def accepts(self, inp: Input) -> bool:
         return (self.state, inp) in self.table
@@ -457,15 +452,28 @@ class Transaction:
 
     # --- the executor ---------------------------------------------------------
 
-    def _step(self, inp: Input, now: float, message: Message | None) -> None:
-        row = self._rows.get((self.state, inp))
+    def _step(self, inp: Input, now: float, message: Message | None,
+              row: CompiledRow | None = None) -> None:
+        """Take ``inp`` by the table (``row``: the initial actions, from start)."""
         if row is None:
-            raise self._refused(inp)
-        self.state, cancel_timers, actions = row
+            row = self._rows.get((self.state, inp))
+            if row is None:
+                raise self._refused(inp)
+        self.state, cancel_timers, actions, starts = row
         if cancel_timers:
             self.deadlines.clear()
         for action in actions:
             action(self, now, inp, message)
+        for timer, compute in starts:       # the row's START_x, after its other actions
+            length = self._durations[timer] if compute is None else compute(self)
+            if length is None:
+                continue
+            deadline = now + length
+            self.deadlines[timer] = deadline
+            if length == 0.0:
+                self._fire_now = timer
+            else:
+                self.sink.schedule(self, timer, deadline)
         # _after has nothing to do in the usual case: no call for it then.
         if self._fire_now is not None or self.state is State.TERMINATED:
             self._after(now)
@@ -620,6 +628,11 @@ class NonInviteServerTransaction(ServerTransaction):
 
 
 ActionFunction = Callable[["Transaction", float, Input, "Message | None"], None]
+DurationFunction = Callable[["Transaction"], "float | None"]
+# A START_x action: the timer and how long (None: the transaction's fixed duration).
+TimerStart = tuple[Input, "DurationFunction | None"]
+# (new state, CANCEL_TIMERS first?, the other actions, then the timers started)
+CompiledRow = tuple[State, bool, tuple[ActionFunction, ...], tuple[TimerStart, ...]]
 
 
 def _send_request(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
@@ -676,23 +689,6 @@ def _inform_transport_error(txn: Transaction, now: float, inp: Input,
 
 def _cancel_timers(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
     txn.deadlines.clear()
-
-
-def _timer_action(timer: Input, duration: Callable[[Transaction], float | None] | None = None
-                  ) -> ActionFunction:
-    """Start ``timer``: for ``duration`` None, for the transaction's fixed duration."""
-    def start(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
-        length = txn._durations[timer] if duration is None else duration(txn)
-        if length is None:
-            return
-        deadline = now + length
-        txn.deadlines[timer] = deadline
-        if length == 0.0:
-            txn._fire_now = timer
-        else:
-            txn.sink.schedule(txn, timer, deadline)
-    start.__name__ = f"start_{timer.name.lower()}"
-    return start
 
 
 Durations = dict[Input, float | None]
@@ -754,46 +750,53 @@ _ACTIONS: dict[Action, ActionFunction] = {
     Action.INFORM_TIMEOUT: _inform_timeout,
     Action.INFORM_TRANSPORT_ERROR: _inform_transport_error,
     Action.CANCEL_TIMERS: _cancel_timers,
-    Action.START_A: _timer_action(Input.TIMER_A),
-    Action.DOUBLE_A: _timer_action(Input.TIMER_A, _double),
-    Action.START_B: _timer_action(Input.TIMER_B),
-    Action.START_C: _timer_action(Input.TIMER_C),
-    Action.START_D: _timer_action(Input.TIMER_D),
-    Action.START_E: _timer_action(Input.TIMER_E),
-    Action.BACKOFF_E: _timer_action(Input.TIMER_E, _backoff),
-    Action.START_E_T2: _timer_action(Input.TIMER_E, _at_t2),
-    Action.START_F: _timer_action(Input.TIMER_F),
-    Action.START_G: _timer_action(Input.TIMER_G),
-    Action.BACKOFF_G: _timer_action(Input.TIMER_G, _backoff),
-    Action.START_H: _timer_action(Input.TIMER_H),
-    Action.START_I: _timer_action(Input.TIMER_I),
-    Action.START_J: _timer_action(Input.TIMER_J),
-    Action.START_K: _timer_action(Input.TIMER_K),
-    Action.START_L: _timer_action(Input.TIMER_L),
-    Action.START_M: _timer_action(Input.TIMER_M),
-    Action.START_TU: _timer_action(Input.TIMER_TU),
 }
 
-assert set(_ACTIONS) == set(Action)
+_TIMER_STARTS: dict[Action, TimerStart] = {
+    Action.START_A: (Input.TIMER_A, None),
+    Action.DOUBLE_A: (Input.TIMER_A, _double),
+    Action.START_B: (Input.TIMER_B, None),
+    Action.START_C: (Input.TIMER_C, None),
+    Action.START_D: (Input.TIMER_D, None),
+    Action.START_E: (Input.TIMER_E, None),
+    Action.BACKOFF_E: (Input.TIMER_E, _backoff),
+    Action.START_E_T2: (Input.TIMER_E, _at_t2),
+    Action.START_F: (Input.TIMER_F, None),
+    Action.START_G: (Input.TIMER_G, None),
+    Action.BACKOFF_G: (Input.TIMER_G, _backoff),
+    Action.START_H: (Input.TIMER_H, None),
+    Action.START_I: (Input.TIMER_I, None),
+    Action.START_J: (Input.TIMER_J, None),
+    Action.START_K: (Input.TIMER_K, None),
+    Action.START_L: (Input.TIMER_L, None),
+    Action.START_M: (Input.TIMER_M, None),
+    Action.START_TU: (Input.TIMER_TU, None),
+}
+
+assert set(_ACTIONS) | set(_TIMER_STARTS) == set(Action)
 
 
 def _compile(cls: type[Transaction]) -> None:
-    def function(action: Action) -> ActionFunction:
+    def action_function(action: Action) -> ActionFunction:
         # The sends straight to the class's method: one call less than _ACTIONS'.
         if action is Action.SEND_REQUEST:
             return cls._send_request
         if action is Action.SEND_RESPONSE:
             return cls._send_response
         return _ACTIONS[action]
-    rows = {}
-    for key, (state, actions) in cls.table.items():
+
+    def compiled(state: State, actions: tuple[Action, ...]) -> CompiledRow:
         cancel = actions[:1] == (Action.CANCEL_TIMERS,)
-        if cancel:
-            actions = actions[1:]
-        assert Action.CANCEL_TIMERS not in actions, "CANCEL_TIMERS comes first"
-        rows[key] = (state, cancel, tuple(function(a) for a in actions))
-    cls._rows = rows
-    cls._initial = tuple(function(a) for a in cls.initial_actions)
+        rest = actions[1:] if cancel else actions
+        others = tuple(a for a in rest if a not in _TIMER_STARTS)
+        starts = rest[len(others):]
+        # _step runs the timers last: the tables list them last.
+        assert all(a in _TIMER_STARTS for a in starts), f"{cls.__name__}: {actions}"
+        return state, cancel, tuple(action_function(a) for a in others), tuple(
+            _TIMER_STARTS[a] for a in starts)
+
+    cls._rows = {key: compiled(state, actions) for key, (state, actions) in cls.table.items()}
+    cls._initial = compiled(cls.initial_state, cls.initial_actions)
 
 
 MACHINES: dict[str, type[Transaction]] = {
