@@ -36,8 +36,9 @@ the headers needed for a response are present (§8.2.6.2), else dropped; both
 are reported as ``MessageRejected``.
 
 Every timer of every transaction lives in one heap keyed by deadline with
-lazy deletion (a popped entry whose deadline is no longer its transaction's
-is ignored); ``get_timer`` is the heap's top.  ``earliest_scheduled`` (the
+lazy deletion (a popped entry whose deadline is no longer its transaction's,
+or whose transaction has terminated, is ignored; entries name the transaction
+by id); ``get_timer`` is the heap's top.  ``earliest_scheduled`` (the
 earliest deadline scheduled since ``get_timer`` last ran) lets the driver skip
 asking when nothing earlier than its armed timer was started.
 
@@ -189,7 +190,12 @@ class MessageCounters:
 # --- the endpoint ------------------------------------------------------------------------
 
 ServerKey = tuple[object, ...]   # also the client index key: (branch, method)
-HeapEntry = tuple[float, int, Transaction, Input]
+# (deadline, transaction id, timer code): numbers only, so a terminated
+# transaction is freed at once rather than when its cancelled entries (Timer C:
+# 3 min) reach the top, and the entries are not tracked by the cyclic GC.
+HeapEntry = tuple[float, int, int]
+_TIMER_CODE: dict[Input, int] = {timer: code for code, timer in enumerate(Input)}
+_TIMER_OF: tuple[Input, ...] = tuple(Input)
 # Timers scheduled and not yet on the heap, checked as transactions start (each
 # schedules a few): the driver asks get_timer only for an earlier deadline, so
 # nothing else bounds the list between two timer wake-ups.
@@ -213,7 +219,6 @@ class Endpoint:
         # The earliest deadline scheduled since get_timer last looked (inf: none):
         # the driver asks get_timer again only when this is before its armed timer.
         self.earliest_scheduled = inf
-        self._seq = count()
         self._ids = count(1)
         self._by_id: dict[int, Transaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
@@ -275,19 +280,26 @@ class Endpoint:
             self._push_pending()
         self.earliest_scheduled = inf
         heap = self._heap
+        by_id = self._by_id
         while heap:
-            deadline, _, txn, timer = heap[0]
-            if txn.deadlines.get(timer) == deadline:
+            deadline, transaction_id, code = heap[0]
+            txn = by_id.get(transaction_id)
+            if txn is not None and txn.deadlines.get(_TIMER_OF[code]) == deadline:
                 return deadline
-            heappop(heap)   # lazy deletion: cancelled or restarted
+            heappop(heap)   # lazy deletion: cancelled, restarted or terminated
         return None
 
     def handle_timer(self, now: float) -> None:
         if self._pending:
             self._push_pending()
         heap = self._heap
+        by_id = self._by_id
         while heap and heap[0][0] <= now:
-            deadline, _, txn, timer = heappop(heap)
+            deadline, transaction_id, code = heappop(heap)
+            txn = by_id.get(transaction_id)
+            if txn is None:
+                continue            # terminated
+            timer = _TIMER_OF[code]
             deadlines = txn.deadlines
             if deadlines.get(timer) != deadline:
                 continue            # lazy deletion (fire_timer's test, inlined)
@@ -571,10 +583,10 @@ class Endpoint:
         # deadline: the TU guard of a request answered at once (the usual case)
         # is cancelled before that and never costs a heap entry.
         heap = self._heap
-        seq = self._seq
+        codes = _TIMER_CODE
         for txn, timer, deadline in self._pending:
             if txn.deadlines.get(timer) == deadline:
-                heappush(heap, (deadline, next(seq), txn, timer))
+                heappush(heap, (deadline, txn.id, codes[timer]))
         self._pending = []
 
     def _forget(self, txn: Transaction) -> None:

@@ -503,3 +503,23 @@ def test_stamp_via_destination_is_what_the_stamped_via_says(via_params: str,
     reparsed = parse_message(request.encode())
     assert isinstance(reparsed, Request)
     assert destination == endpoint.reply_destination(reparsed, UDP_SRC)
+
+
+def test_timer_heap_holds_numbers_not_terminated_transactions() -> None:
+    # Timer C (3 min) is cancelled by the 2xx and Timer M ends the transaction
+    # after 32 s: C's dead heap entry must not keep the transaction alive.
+    ep = Endpoint()
+    invite = options_request()
+    invite.method = "INVITE"
+    invite.headers.set("CSeq", "1 INVITE")
+    tid = ep.send_request(invite, PEER, 0.0)
+    [first] = ep.datagrams_to_send()
+    ep.receive(reply(first, 180), UDP_SRC, 0.1)
+    assert ep.get_timer() == 180.1                  # C on the heap
+    ep.receive(reply(first, 200), UDP_SRC, 0.2)
+    assert ep.transaction_state(tid) is State.ACCEPTED
+    assert ep.get_timer() == 32.2                   # M
+    ep.handle_timer(33.0)
+    assert ep.transaction_state(tid) is None and ep.transaction_count == 0
+    assert ep._heap and all(type(x) in (float, int) for entry in ep._heap for x in entry)
+    assert ep.get_timer() is None
