@@ -36,8 +36,11 @@ the headers needed for a response are present (§8.2.6.2), else dropped; both
 are reported as ``MessageRejected``.
 
 Every timer of every transaction lives in one heap keyed by deadline with
-lazy deletion (a popped entry whose deadline is no longer its transaction's
-is ignored); ``get_timer`` is the heap's top.
+lazy deletion (a popped entry whose deadline is no longer its transaction's,
+or whose transaction has terminated, is ignored; entries name the transaction
+by id); ``get_timer`` is the heap's top.  ``earliest_scheduled`` (the
+earliest deadline scheduled since ``get_timer`` last ran) lets the driver skip
+asking when nothing earlier than its armed timer was started.
 
 Message counts (for ``switch_sip_messages_total``) are kept in
 ``Endpoint.stats``, a dict increment per message, read by the app.
@@ -50,6 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
+from math import inf
 
 from switch.sip.errors import (
     ParseError,
@@ -186,7 +190,16 @@ class MessageCounters:
 # --- the endpoint ------------------------------------------------------------------------
 
 ServerKey = tuple[object, ...]   # also the client index key: (branch, method)
-HeapEntry = tuple[float, int, Transaction, Input]
+# (deadline, transaction id, timer code): numbers only, so a terminated
+# transaction is freed at once rather than when its cancelled entries (Timer C:
+# 3 min) reach the top, and the entries are not tracked by the cyclic GC.
+HeapEntry = tuple[float, int, int]
+_TIMER_CODE: dict[Input, int] = {timer: code for code, timer in enumerate(Input)}
+_TIMER_OF: tuple[Input, ...] = tuple(Input)
+# Timers scheduled and not yet on the heap, checked as transactions start (each
+# schedules a few): the driver asks get_timer only for an earlier deadline, so
+# nothing else bounds the list between two timer wake-ups.
+_MAX_PENDING = 4096
 
 
 class Endpoint:
@@ -203,7 +216,9 @@ class Endpoint:
         self._out: list[Outgoing] = []
         self._heap: list[HeapEntry] = []
         self._pending: list[tuple[Transaction, Input, float]] = []
-        self._seq = count()
+        # The earliest deadline scheduled since get_timer last looked (inf: none):
+        # the driver asks get_timer again only when this is before its armed timer.
+        self.earliest_scheduled = inf
         self._ids = count(1)
         self._by_id: dict[int, Transaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
@@ -259,25 +274,38 @@ class Endpoint:
         return out
 
     def get_timer(self) -> float | None:
-        """The earliest deadline of all transactions, or None."""
+        """The earliest deadline of all transactions, or None; resets
+        ``earliest_scheduled`` (the driver is its one caller)."""
         if self._pending:
             self._push_pending()
+        self.earliest_scheduled = inf
         heap = self._heap
+        by_id = self._by_id
         while heap:
-            deadline, _, txn, timer = heap[0]
-            if txn.deadlines.get(timer) == deadline:
+            deadline, transaction_id, code = heap[0]
+            txn = by_id.get(transaction_id)
+            if txn is not None and txn.deadlines.get(_TIMER_OF[code]) == deadline:
                 return deadline
-            heappop(heap)   # lazy deletion: cancelled or restarted
+            heappop(heap)   # lazy deletion: cancelled, restarted or terminated
         return None
 
     def handle_timer(self, now: float) -> None:
         if self._pending:
             self._push_pending()
         heap = self._heap
+        by_id = self._by_id
         while heap and heap[0][0] <= now:
-            deadline, _, txn, timer = heappop(heap)
+            deadline, transaction_id, code = heappop(heap)
+            txn = by_id.get(transaction_id)
+            if txn is None:
+                continue            # terminated
+            timer = _TIMER_OF[code]
+            deadlines = txn.deadlines
+            if deadlines.get(timer) != deadline:
+                continue            # lazy deletion (fire_timer's test, inlined)
+            del deadlines[timer]
             try:
-                txn.fire_timer(timer, deadline, now)
+                txn._step(timer, now, None)
             except TransactionStateError:
                 # A gap in a table is a bug; it must not stop the other timers.
                 self._forget(txn)
@@ -335,6 +363,8 @@ class Endpoint:
         self._clients[key] = txn
         self._by_id[transaction_id] = txn
         txn.start(now)
+        if len(self._pending) > _MAX_PENDING:
+            self._push_pending()
         return transaction_id
 
     def send_stateless(self, message: Message, destination: Destination) -> None:
@@ -365,7 +395,9 @@ class Endpoint:
     def _receive_request(self, request: Request, source: Source, now: float) -> None:
         via = top_via(request)
         method = request.method
-        self._count("in", method, 0)
+        key0 = ("in", method, 0)        # _count, inlined: one of the hottest paths
+        messages = self.stats.messages
+        messages[key0] = messages.get(key0, 0) + 1
         branch = via.branch
         txn: ServerTransaction | None
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -396,6 +428,8 @@ class Endpoint:
         self._servers[key] = txn
         self._by_id[transaction_id] = txn
         txn.start(now)
+        if len(self._pending) > _MAX_PENDING:
+            self._push_pending()
         if method == "CANCEL":
             self._answer_cancel(txn, request, via, source, now)
         else:
@@ -441,8 +475,15 @@ class Endpoint:
                 return Destination(transport=source.transport, host=source_host, port=port,
                                    connection_id=source.connection_id)
             return self._reply_destination(via, source)
-        params = [(k, v) for k, v in via.params
-                  if k.lower() != "received" and not (rport == "" and k.lower() == "rport")]
+        params = []
+        maddr = False
+        for name, value in via.params:
+            lname = name.lower()
+            if lname == "received" or (lname == "rport" and rport == ""):
+                continue
+            if lname == "maddr":
+                maddr = True
+            params.append((name, value))
         params.append(("received", source_host))
         if rport == "":
             params.append(("rport", str(source.port)))
@@ -457,6 +498,11 @@ class Endpoint:
             headers.replace_first("Via", str(stamped))
         request._cache["top_via"] = stamped
         request._cache.pop("vias", None)
+        if rport == "" and not maddr and source_host:
+            # What _reply_destination finds in the Via just stamped, known already:
+            # received=<source host>, rport=<source port> (the usual RFC 3581 case).
+            return Destination(transport=source.transport, host=source_host, port=source.port,
+                               connection_id=source.connection_id)
         return self._reply_destination(stamped, source)
 
     def _reply_destination(self, via: Via, source: Source) -> Destination:
@@ -487,7 +533,9 @@ class Endpoint:
 
     def _receive_response(self, response: Response, now: float) -> None:
         method = cseq(response).method
-        self._count("in", method, response.status)
+        key = ("in", method, response.status)     # _count, inlined
+        messages = self.stats.messages
+        messages[key] = messages.get(key, 0) + 1
         branch = top_via(response).branch
         txn = self._clients.get((branch, method)) if branch is not None else None
         if txn is None:
@@ -535,20 +583,19 @@ class Endpoint:
         # deadline: the TU guard of a request answered at once (the usual case)
         # is cancelled before that and never costs a heap entry.
         heap = self._heap
-        seq = self._seq
+        codes = _TIMER_CODE
         for txn, timer, deadline in self._pending:
             if txn.deadlines.get(timer) == deadline:
-                heappush(heap, (deadline, next(seq), txn, timer))
+                heappush(heap, (deadline, txn.id, codes[timer]))
         self._pending = []
 
     def _forget(self, txn: Transaction) -> None:
         txn.deadlines.clear()
         self._by_id.pop(txn.id, None)
-        if isinstance(txn, ServerTransaction):
-            if self._servers.get(txn.key) is txn:
-                del self._servers[txn.key]
-        elif self._clients.get(txn.key) is txn:
-            del self._clients[txn.key]
+        index: dict[ServerKey, ClientTransaction] | dict[ServerKey, ServerTransaction] = (
+            self._clients if txn.is_client else self._servers)
+        if index.get(txn.key) is txn:
+            del index[txn.key]
 
 
 def _key_2543(request: Request, via: Via, method: str) -> ServerKey:
@@ -582,7 +629,10 @@ class _Sink:
         messages[key] = messages.get(key, 0) + 1
 
     def schedule(self, transaction: Transaction, timer: Input, deadline: float) -> None:
-        self._endpoint._pending.append((transaction, timer, deadline))
+        endpoint = self._endpoint
+        endpoint._pending.append((transaction, timer, deadline))
+        if deadline < endpoint.earliest_scheduled:
+            endpoint.earliest_scheduled = deadline
 
     def pass_up(self, transaction: Transaction, message: Message) -> None:
         endpoint = self._endpoint

@@ -396,12 +396,16 @@ class Transaction:
     """What the four machines share: state, deadlines and the action executor."""
 
     __slots__ = ("id", "state", "sink", "config", "reliable", "destination", "deadlines",
-                 "interval", "method", "request", "key", "_fire_now")
+                 "interval", "method", "request", "key", "_fire_now", "_durations")
 
     table: ClassVar[Table]
     initial_state: ClassVar[State]
     initial_actions: ClassVar[tuple[Action, ...]]
     is_client: ClassVar[bool]
+    # ``table`` and ``initial_actions`` compiled by ``_compile`` below, done by
+    # _step without a call per CANCEL_TIMERS or START_x nor an _ACTIONS lookup.
+    _rows: ClassVar[dict[tuple[State, Input], CompiledRow]]
+    _initial: ClassVar[CompiledRow]
 
     def __init__(self, transaction_id: int, request: Request, destination: Destination,
                  sink: TransactionSink, config: TimerConfig) -> None:
@@ -417,6 +421,9 @@ class Transaction:
         self.request: Request | None = request
         self.key: tuple[object, ...] = ()
         self._fire_now: Input | None = None
+        cached = _DURATIONS.get((id(config), self.reliable))    # _fixed_durations, inlined
+        self._durations = (cached[1] if cached is not None and cached[0] is config
+                           else _fixed_durations(config, self.reliable))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.method} {self.state.value}>"
@@ -427,9 +434,7 @@ class Transaction:
 
     def start(self, now: float) -> None:
         """Run the machine's initial actions (sending the request, starting timers)."""
-        for action in self.initial_actions:
-            _ACTIONS[action](self, now, Input.REQUEST, None)
-        self._after(now)
+        self._step(Input.REQUEST, now, None, self._initial)
 
     def accepts(self, inp: Input) -> bool:
         return (self.state, inp) in self.table
@@ -447,19 +452,36 @@ class Transaction:
 
     # --- the executor ---------------------------------------------------------
 
-    def _step(self, inp: Input, now: float, message: Message | None) -> None:
-        row = self.table.get((self.state, inp))
+    def _step(self, inp: Input, now: float, message: Message | None,
+              row: CompiledRow | None = None) -> None:
+        """Take ``inp`` by the table (``row``: the initial actions, from start)."""
         if row is None:
-            raise TransactionStateError(
-                f"{type(self).__name__} {self.id} ({self.method}): input {inp.value!r} "
-                f"not accepted in state {self.state.value}")
-        self._accept(inp, message)
-        new_state, actions = row
-        self.state = new_state
-        if actions:
-            for action in actions:
-                _ACTIONS[action](self, now, inp, message)
-        self._after(now)
+            row = self._rows.get((self.state, inp))
+            if row is None:
+                raise self._refused(inp)
+        self.state, cancel_timers, actions, starts = row
+        if cancel_timers:
+            self.deadlines.clear()
+        for action in actions:
+            action(self, now, inp, message)
+        for timer, compute in starts:       # the row's START_x, after its other actions
+            length = self._durations[timer] if compute is None else compute(self)
+            if length is None:
+                continue
+            deadline = now + length
+            self.deadlines[timer] = deadline
+            if length == 0.0:
+                self._fire_now = timer
+            else:
+                self.sink.schedule(self, timer, deadline)
+        # _after has nothing to do in the usual case: no call for it then.
+        if self._fire_now is not None or self.state is State.TERMINATED:
+            self._after(now)
+
+    def _refused(self, inp: Input) -> TransactionStateError:
+        return TransactionStateError(
+            f"{type(self).__name__} {self.id} ({self.method}): input {inp.value!r} "
+            f"not accepted in state {self.state.value}")
 
     def _after(self, now: float) -> None:
         # A zero-duration timer (D, I, J, K over a reliable transport) fires at once.
@@ -474,24 +496,11 @@ class Transaction:
             self.request = None
             self.sink.terminated(self)
 
-    def _accept(self, inp: Input, message: Message | None) -> None:
-        """Record what an accepted input carries before its actions run."""
-
-    def _start(self, timer: Input, duration: float | None, now: float) -> None:
-        if duration is None:
-            return
-        deadline = now + duration
-        self.deadlines[timer] = deadline
-        if duration == 0.0:
-            self._fire_now = timer
-        else:
-            self.sink.schedule(self, timer, deadline)
-
     # Overridden by the kinds that support them; the tables never ask otherwise.
-    def _send_request(self, now: float, message: Message | None) -> None:
+    def _send_request(self, now: float, inp: Input, message: Message | None) -> None:
         raise TransactionStateError(f"{self!r} has no request to send")
 
-    def _send_response(self, now: float, message: Message | None) -> None:
+    def _send_response(self, now: float, inp: Input, message: Message | None) -> None:
         raise TransactionStateError(f"{self!r} has no response to send")
 
 
@@ -526,7 +535,7 @@ class ClientTransaction(Transaction):
             self.request = None
             self.request_bytes = b""
 
-    def _send_request(self, now: float, message: Message | None) -> None:
+    def _send_request(self, now: float, inp: Input, message: Message | None) -> None:
         self.sink.send(self, self.request_bytes, self.method, 0)
 
 
@@ -573,15 +582,14 @@ class ServerTransaction(Transaction):
             inp = Input.TU_2XX
         else:
             inp = Input.TU_3XX_6XX
+        if (self.state, inp) not in self._rows:
+            raise self._refused(inp)        # before the refused response is recorded
+        self._set_response(response)
         self._step(inp, now, response)
 
     def receive_request(self, request: Request, now: float) -> None:
         """A retransmission of the request, or (INVITE) the ACK, matched to us (§17.2.3)."""
         self._step(Input.ACK if request.method == "ACK" else Input.REQUEST, now, request)
-
-    def _accept(self, inp: Input, message: Message | None) -> None:
-        if isinstance(message, Response):
-            self._set_response(message)
 
     def _set_response(self, response: Response) -> None:
         self.response_bytes = response.encode()
@@ -596,7 +604,7 @@ class ServerTransaction(Transaction):
             # Timer J, which matters to memory and to the cyclic GC.
             self.request = None
 
-    def _send_response(self, now: float, message: Message | None) -> None:
+    def _send_response(self, now: float, inp: Input, message: Message | None) -> None:
         self.sink.send(self, self.response_bytes, self.method, self.response_status)
 
 
@@ -620,20 +628,25 @@ class NonInviteServerTransaction(ServerTransaction):
 
 
 ActionFunction = Callable[["Transaction", float, Input, "Message | None"], None]
+DurationFunction = Callable[["Transaction"], "float | None"]
+# A START_x action: the timer and how long (None: the transaction's fixed duration).
+TimerStart = tuple[Input, "DurationFunction | None"]
+# (new state, CANCEL_TIMERS first?, the other actions, then the timers started)
+CompiledRow = tuple[State, bool, tuple[ActionFunction, ...], tuple[TimerStart, ...]]
 
 
 def _send_request(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
-    txn._send_request(now, message)
+    txn._send_request(now, inp, message)
 
 
 def _send_response(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
-    txn._send_response(now, message)
+    txn._send_response(now, inp, message)
 
 
 def _send_trying(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
     assert isinstance(txn, ServerTransaction) and txn.request is not None
     txn._set_response(make_response(txn.request, 100))
-    txn._send_response(now, message)
+    txn._send_response(now, inp, message)
 
 
 def _send_500(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
@@ -644,7 +657,7 @@ def _send_500(txn: Transaction, now: float, inp: Input, message: Message | None)
     txn._set_response(make_response(
         request, 500, to_tag=new_tag(),
         extra=(("Warning", '399 switch "no response from the application"'),)))
-    txn._send_response(now, message)
+    txn._send_response(now, inp, message)
 
 
 def _send_ack(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
@@ -678,17 +691,38 @@ def _cancel_timers(txn: Transaction, now: float, inp: Input, message: Message | 
     txn.deadlines.clear()
 
 
-def _timer_action(timer: Input, duration: Callable[[Transaction], float | None]
-                  ) -> ActionFunction:
-    def start(txn: Transaction, now: float, inp: Input, message: Message | None) -> None:
-        txn._start(timer, duration(txn), now)
-    start.__name__ = f"start_{timer.name.lower()}"
-    return start
+Durations = dict[Input, float | None]
+_DURATIONS: dict[tuple[int, bool], tuple[TimerConfig, Durations]] = {}
 
 
-def _first_retransmit(txn: Transaction) -> float | None:
-    txn.interval = txn.config.t1
-    return txn.config.retransmit_first(txn.reliable)
+def _fixed_durations(config: TimerConfig, reliable: bool) -> Durations:
+    """The timers whose duration depends only on the config and the transport,
+    computed once per (config, reliable) rather than at every start."""
+    cached = _DURATIONS.get((id(config), reliable))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    durations: Durations = {
+        # A, E and G start at T1 (``interval`` starts at T1, and nothing changes it
+        # before they start), then back off with _double/_backoff/_at_t2.
+        Input.TIMER_A: config.retransmit_first(reliable),
+        Input.TIMER_E: config.retransmit_first(reliable),
+        Input.TIMER_G: config.retransmit_first(reliable),
+        Input.TIMER_B: config.timeout,
+        Input.TIMER_C: config.timer_c,
+        Input.TIMER_D: config.timer_d_for(reliable),
+        Input.TIMER_F: config.timeout,
+        Input.TIMER_H: config.timeout,
+        Input.TIMER_I: config.timer_i_for(reliable),
+        Input.TIMER_J: config.timer_j_for(reliable),
+        Input.TIMER_K: config.timer_k_for(reliable),
+        Input.TIMER_L: config.timeout,
+        Input.TIMER_M: config.timeout,
+        Input.TIMER_TU: config.tu_guard,
+    }
+    if len(_DURATIONS) >= 64:       # configs are few; tests make many
+        _DURATIONS.clear()
+    _DURATIONS[(id(config), reliable)] = (config, durations)
+    return durations
 
 
 def _double(txn: Transaction) -> float | None:
@@ -706,10 +740,6 @@ def _at_t2(txn: Transaction) -> float | None:
     return txn.interval
 
 
-def _timeout(txn: Transaction) -> float | None:
-    return txn.config.timeout
-
-
 _ACTIONS: dict[Action, ActionFunction] = {
     Action.SEND_REQUEST: _send_request,
     Action.SEND_RESPONSE: _send_response,
@@ -720,27 +750,54 @@ _ACTIONS: dict[Action, ActionFunction] = {
     Action.INFORM_TIMEOUT: _inform_timeout,
     Action.INFORM_TRANSPORT_ERROR: _inform_transport_error,
     Action.CANCEL_TIMERS: _cancel_timers,
-    Action.START_A: _timer_action(Input.TIMER_A, _first_retransmit),
-    Action.DOUBLE_A: _timer_action(Input.TIMER_A, _double),
-    Action.START_B: _timer_action(Input.TIMER_B, _timeout),
-    Action.START_C: _timer_action(Input.TIMER_C, lambda t: t.config.timer_c),
-    Action.START_D: _timer_action(Input.TIMER_D, lambda t: t.config.timer_d_for(t.reliable)),
-    Action.START_E: _timer_action(Input.TIMER_E, _first_retransmit),
-    Action.BACKOFF_E: _timer_action(Input.TIMER_E, _backoff),
-    Action.START_E_T2: _timer_action(Input.TIMER_E, _at_t2),
-    Action.START_F: _timer_action(Input.TIMER_F, _timeout),
-    Action.START_G: _timer_action(Input.TIMER_G, _first_retransmit),
-    Action.BACKOFF_G: _timer_action(Input.TIMER_G, _backoff),
-    Action.START_H: _timer_action(Input.TIMER_H, _timeout),
-    Action.START_I: _timer_action(Input.TIMER_I, lambda t: t.config.timer_i_for(t.reliable)),
-    Action.START_J: _timer_action(Input.TIMER_J, lambda t: t.config.timer_j_for(t.reliable)),
-    Action.START_K: _timer_action(Input.TIMER_K, lambda t: t.config.timer_k_for(t.reliable)),
-    Action.START_L: _timer_action(Input.TIMER_L, _timeout),
-    Action.START_M: _timer_action(Input.TIMER_M, _timeout),
-    Action.START_TU: _timer_action(Input.TIMER_TU, lambda t: t.config.tu_guard),
 }
 
-assert set(_ACTIONS) == set(Action)
+_TIMER_STARTS: dict[Action, TimerStart] = {
+    Action.START_A: (Input.TIMER_A, None),
+    Action.DOUBLE_A: (Input.TIMER_A, _double),
+    Action.START_B: (Input.TIMER_B, None),
+    Action.START_C: (Input.TIMER_C, None),
+    Action.START_D: (Input.TIMER_D, None),
+    Action.START_E: (Input.TIMER_E, None),
+    Action.BACKOFF_E: (Input.TIMER_E, _backoff),
+    Action.START_E_T2: (Input.TIMER_E, _at_t2),
+    Action.START_F: (Input.TIMER_F, None),
+    Action.START_G: (Input.TIMER_G, None),
+    Action.BACKOFF_G: (Input.TIMER_G, _backoff),
+    Action.START_H: (Input.TIMER_H, None),
+    Action.START_I: (Input.TIMER_I, None),
+    Action.START_J: (Input.TIMER_J, None),
+    Action.START_K: (Input.TIMER_K, None),
+    Action.START_L: (Input.TIMER_L, None),
+    Action.START_M: (Input.TIMER_M, None),
+    Action.START_TU: (Input.TIMER_TU, None),
+}
+
+assert set(_ACTIONS) | set(_TIMER_STARTS) == set(Action)
+
+
+def _compile(cls: type[Transaction]) -> None:
+    def action_function(action: Action) -> ActionFunction:
+        # The sends straight to the class's method: one call less than _ACTIONS'.
+        if action is Action.SEND_REQUEST:
+            return cls._send_request
+        if action is Action.SEND_RESPONSE:
+            return cls._send_response
+        return _ACTIONS[action]
+
+    def compiled(state: State, actions: tuple[Action, ...]) -> CompiledRow:
+        cancel = actions[:1] == (Action.CANCEL_TIMERS,)
+        rest = actions[1:] if cancel else actions
+        others = tuple(a for a in rest if a not in _TIMER_STARTS)
+        starts = rest[len(others):]
+        # _step runs the timers last: the tables list them last.
+        assert all(a in _TIMER_STARTS for a in starts), f"{cls.__name__}: {actions}"
+        return state, cancel, tuple(action_function(a) for a in others), tuple(
+            _TIMER_STARTS[a] for a in starts)
+
+    cls._rows = {key: compiled(state, actions) for key, (state, actions) in cls.table.items()}
+    cls._initial = compiled(cls.initial_state, cls.initial_actions)
+
 
 MACHINES: dict[str, type[Transaction]] = {
     "invite_client": InviteClientTransaction,
@@ -748,3 +805,6 @@ MACHINES: dict[str, type[Transaction]] = {
     "invite_server": InviteServerTransaction,
     "non_invite_server": NonInviteServerTransaction,
 }
+
+for _machine in MACHINES.values():
+    _compile(_machine)

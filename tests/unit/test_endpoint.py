@@ -451,3 +451,75 @@ def test_reply_destination(via: str, transport: str, expected: tuple[str, int]) 
     source = Source(transport=transport, host="198.51.100.7", port=9999)
     destination = endpoint._reply_destination(parse_via(via), source)
     assert (destination.host, destination.port) == expected
+
+
+# --- the driver's re-arm hint -------------------------------------------------------------
+
+
+def test_earliest_scheduled_is_never_later_than_a_new_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The driver asks get_timer again only when earliest_scheduled is before its
+    # armed timer: it must be a lower bound of every deadline scheduled since,
+    # also when the pending list overflows onto the heap.
+    monkeypatch.setattr("switch.sip.endpoint._MAX_PENDING", 3)
+    endpoint = Endpoint()
+    assert endpoint.get_timer() is None and endpoint.earliest_scheduled == float("inf")
+    endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(0)),
+                          PEER, 0.0)                  # E at 0.5, F at 32
+    assert endpoint.earliest_scheduled == 0.5
+    for n in range(1, 6):                             # later starts overflow the list
+        endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(n)),
+                              PEER, 10.0 + n)
+        assert endpoint.earliest_scheduled == 0.5
+    assert endpoint.get_timer() == 0.5
+    assert endpoint.earliest_scheduled == float("inf")
+    endpoint.send_request(Request("OPTIONS", "sip:bob@example.com", _request_headers(9)),
+                          PEER, 0.25)
+    assert endpoint.earliest_scheduled == 0.75 and endpoint.get_timer() == 0.5
+
+
+def _request_headers(n: int) -> Headers:
+    headers = Headers()
+    headers.add("From", f"<sip:alice@example.com>;tag=f{n}")
+    headers.add("To", "<sip:bob@example.com>")
+    headers.add("Call-ID", f"hint-{n}")
+    headers.add("CSeq", f"{n + 1} OPTIONS")
+    return headers
+
+
+@pytest.mark.parametrize("via_params", [
+    ";rport", ";rport;maddr=192.0.2.77", ";received=198.51.100.1;rport", ";rport=7777",
+    ";maddr=192.0.2.77", ";RPORT;foo=bar", "",
+])
+@pytest.mark.parametrize("via_host", ["192.0.2.1", "192.0.2.9", "host.example.com"])
+def test_stamp_via_destination_is_what_the_stamped_via_says(via_params: str,
+                                                             via_host: str) -> None:
+    # _stamp_via returns the reply address without re-reading the Via it stamped
+    # in the usual rport case: it must be what reply_destination reads from it.
+    endpoint = Endpoint()
+    request = parse_message(raw(via_params=via_params, via_host=via_host))
+    assert isinstance(request, Request)
+    destination = endpoint._stamp_via(request, top_via(request), UDP_SRC)
+    reparsed = parse_message(request.encode())
+    assert isinstance(reparsed, Request)
+    assert destination == endpoint.reply_destination(reparsed, UDP_SRC)
+
+
+def test_timer_heap_holds_numbers_not_terminated_transactions() -> None:
+    # Timer C (3 min) is cancelled by the 2xx and Timer M ends the transaction
+    # after 32 s: C's dead heap entry must not keep the transaction alive.
+    ep = Endpoint()
+    invite = options_request()
+    invite.method = "INVITE"
+    invite.headers.set("CSeq", "1 INVITE")
+    tid = ep.send_request(invite, PEER, 0.0)
+    [first] = ep.datagrams_to_send()
+    ep.receive(reply(first, 180), UDP_SRC, 0.1)
+    assert ep.get_timer() == 180.1                  # C on the heap
+    ep.receive(reply(first, 200), UDP_SRC, 0.2)
+    assert ep.transaction_state(tid) is State.ACCEPTED
+    assert ep.get_timer() == 32.2                   # M
+    ep.handle_timer(33.0)
+    assert ep.transaction_state(tid) is None and ep.transaction_count == 0
+    assert ep._heap and all(type(x) in (float, int) for entry in ep._heap for x in entry)
+    assert ep.get_timer() is None

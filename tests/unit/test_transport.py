@@ -300,3 +300,20 @@ async def _next(tu: Tu, kind: type[E]) -> E:
         event = await tu.arrived.get()
         if isinstance(event, kind):
             return event
+
+
+async def test_armed_timer_is_never_later_than_the_earliest_deadline(
+        running: tuple[SipDriver, Tu]) -> None:
+    # The pump re-arms only for an earlier new deadline; an armed timer at a
+    # cancelled deadline may be early (handle_timer skips it), never late.
+    driver, tu = running
+    transport, peer = await udp_peer()
+    try:
+        assert driver.bound is not None
+        for n in range(40, 45):
+            transport.sendto(options(n), driver.bound)
+            await asyncio.wait_for(peer.received.get(), WAIT)
+            earliest = driver.endpoint.get_timer()
+            assert earliest is not None and driver._timer_at <= earliest
+    finally:
+        transport.close()

@@ -8,7 +8,10 @@ goes to ``endpoint.receive(data, source, now=loop.time())``; then the driver
 *pumps*: it hands each event to the TU callback ``on_event`` (an exception
 there is caught and logged, and a request is answered 500, so one call never
 breaks another), sends what ``datagrams_to_send()`` returns, and re-arms its
-single ``loop.call_at`` handle to ``endpoint.get_timer()`` (DESIGN.md rule 2).
+single ``loop.call_at`` handle to ``endpoint.get_timer()`` (DESIGN.md rule 2)
+when ``endpoint.earliest_scheduled`` says a deadline before the armed one was
+scheduled (a timer cancelled meanwhile can only make the handle fire early, and
+after every firing the driver looks at ``get_timer()`` again).
 The TU's own calls (``respond``, ``send_request``, ``send_stateless``) pump too.
 
 Sending over TCP follows §18.2.2: a response goes back on the connection its
@@ -26,6 +29,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import inf
+from typing import Any
 
 from switch.sip.endpoint import (
     Endpoint,
@@ -80,14 +85,14 @@ class SipDriver:
         self._local: tuple[str, int] = ("", 0)
         # One Source per UDP peer address, reused (a frozen 6-field dataclass built
         # for every datagram otherwise); bounded: cleared when it fills up.
-        self._sources: dict[tuple[str, int], Source] = {}
+        self._sources: dict[tuple[Any, ...], Source] = {}
         self._connections: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], list[Outgoing]] = {}
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._next_connection = 1
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at = inf        # the armed deadline; inf: none
         self._sweeper: asyncio.TimerHandle | None = None
         self._pumping = False
 
@@ -128,7 +133,7 @@ class SipDriver:
             if handle is not None:
                 handle.cancel()
         self._timer = self._sweeper = None
-        self._timer_at = None
+        self._timer_at = inf
         for task in list(self._connect_tasks):
             task.cancel()
         if self._udp is not None:
@@ -167,7 +172,8 @@ class SipDriver:
 
     # --- incoming ------------------------------------------------------------------------
 
-    def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # addr: (host, port), or (host, port, flowinfo, scope_id) for IPv6.
         source = self._sources.get(addr)
         if source is None:
             if len(self._sources) >= _SOURCE_CACHE:
@@ -175,10 +181,11 @@ class SipDriver:
             source = self._sources[addr] = Source(
                 transport="udp", host=addr[0], port=addr[1],
                 local_host=self._local[0], local_port=self._local[1])
+        loop = self._loop       # set once started: a datagram implies it
         try:
-            self.endpoint.receive(data, source, self._now())
+            self.endpoint.receive(data, source, loop.time() if loop is not None else self._now())
         except Exception:   # a bug must not stop the transport (DESIGN.md rule 5)
-            log.exception("sip.receive_failed transport=udp peer=%s:%d", *addr)
+            log.exception("sip.receive_failed transport=udp peer=%s:%d", addr[0], addr[1])
         self._pump()
 
     def _inbound_connection(self) -> TcpConnection:
@@ -232,38 +239,44 @@ class SipDriver:
             return      # a TU call made while dispatching: the outer pump finishes
         self._pumping = True
         endpoint = self.endpoint
+        # next_event() and datagrams_to_send(), inlined: a call each per pump.
+        events = endpoint._events
         try:
-            event = endpoint.next_event()
-            while event is not None:
-                self._dispatch(event)
-                event = endpoint.next_event()
-            out = endpoint.datagrams_to_send()
+            while events:
+                event = events.popleft()
+                try:
+                    self.on_event(event)
+                except Exception:
+                    self._tu_failed(event)
+            out = endpoint._out
             if out:
+                endpoint._out = []
                 self._send(out)
         finally:
             self._pumping = False
-        self._rearm()
+        # Deadlines only move later unless a new one was scheduled before the armed
+        # timer (a cancelled one at most wakes us early, handle_timer skips it).
+        if endpoint.earliest_scheduled < self._timer_at:
+            self._rearm()
 
-    def _dispatch(self, event: Event) -> None:
-        try:
-            self.on_event(event)
-        except Exception:
-            log.exception("sip.tu_failed event=%s", type(event).__name__)
-            if isinstance(event, RequestReceived):
-                try:
-                    self.endpoint.respond(event.transaction_id,
-                                          make_response(event.request, 500, to_tag=new_tag()),
-                                          self._now())
-                except SipError:
-                    pass    # it had already answered; the transaction keeps its answer
+    def _tu_failed(self, event: Event) -> None:
+        log.exception("sip.tu_failed event=%s", type(event).__name__)
+        if isinstance(event, RequestReceived):
+            try:
+                self.endpoint.respond(event.transaction_id,
+                                      make_response(event.request, 500, to_tag=new_tag()),
+                                      self._now())
+            except SipError:
+                pass    # it had already answered; the transaction keeps its answer
 
     def _rearm(self) -> None:
         deadline = self.endpoint.get_timer()
-        if deadline == self._timer_at:
+        at = inf if deadline is None else deadline
+        if at == self._timer_at:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
+        self._timer_at = at
         if deadline is None or self._loop is None:
             self._timer = None
         else:
@@ -272,15 +285,16 @@ class SipDriver:
     def _on_timer(self) -> None:
         deadline = self._timer_at
         self._timer = None
-        self._timer_at = None
+        self._timer_at = inf
         now = self._now()
-        if deadline is not None and now < deadline:
+        if now < deadline != inf:
             now = deadline      # call_at may run up to one clock tick early
         try:
             self.endpoint.handle_timer(now)
         except Exception:
             log.exception("sip.timer_failed")
         self._pump()
+        self._rearm()           # the heap's top has moved: always look again
 
     # --- outgoing ------------------------------------------------------------------------
 
