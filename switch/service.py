@@ -224,6 +224,7 @@ class SwitchSipService:
     async def start(self) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
         self._timers.use(self._loop)
+        self._calls.use_clock(self._loop.time)
         await self._writer.start()
         await self._records.start()
         if self._engine is not None:

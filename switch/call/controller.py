@@ -35,7 +35,7 @@ media legs is the only awaited step (the relay binds sockets); it runs in a
 task per call, through ``spawn``.
 
 Failure isolation (DESIGN.md rule 5): every entry point runs one call's
-handling inside ``_guard``: a ``SipError`` a session raises is answered with
+handling inside ``_Guard``: a ``SipError`` a session raises is answered with
 its status; any other exception is logged with the call's id, counted
 (``switch_call_errors_total``), and ends that call (500 to an unanswered
 caller, BYE to answered legs).  No exception leaves the controller.
@@ -55,6 +55,7 @@ less than 64*T1 ago gets 200, not 481 (§15.1.2).
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import time
 from collections import deque
@@ -209,12 +210,13 @@ Contacts = Callable[[str, float], list[Binding]]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 _ALLOW_IN_DIALOG = frozenset({"OPTIONS", "INFO"})
+_RNG = random.Random()
 
 
 class _Guard:
-    """The context manager of ``CallController._guard`` (a class, not a
-    ``@contextmanager`` generator: it is entered ~14 times per call and this
-    costs a third).  Inside it the call's id is in every log line; on the way
+    """``with _Guard(controller, call):`` around everything done for one call (a
+    class, not a ``@contextmanager`` generator: it is entered ~7 times per call and
+    this costs a third).  Inside it the call's id is in every log line; on the way
     out an ``Exception`` other than a ``ControlError`` (a refusal meant for the
     API caller) is swallowed after the call is failed by ``_guard_failed``."""
 
@@ -267,6 +269,7 @@ class CallController:
                                              session_expires=calls.session_expires,
                                              min_se=calls.min_se))
         self._linger = 64 * config.sip.t1_seconds
+        self._media_host = config.media.host        # (read for every SDP; config is frozen)
         # The ending guard: 64*T1 (Timer B/F, §9.1's CANCEL bound) after the last
         # request sent while ending, plus T2 so that the transaction layer's own
         # timeout, due first, is what normally ends the leg.
@@ -317,6 +320,11 @@ class CallController:
         self._send_request(leg, dialog.create_request(method, body=body,
                                                       content_type=content_type))
         return True
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Read ``clock`` from now on (the service hands over its loop's ``time`` once
+        the loop runs: no wrapper call per reading)."""
+        self._clock = clock
 
     def call(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
@@ -380,7 +388,7 @@ class CallController:
         self._by_invite[txn] = leg
         self._calls[call.id] = call
         self._metrics.calls_active.inc()
-        with self._guard(call):
+        with _Guard(self, call):
             self._route(call, leg, request, now)
 
     def receive_in_dialog(self, txn: int, request: Request, source: Source) -> bool:
@@ -397,7 +405,7 @@ class CallController:
             self._reply(txn, request, 200)
             return True
         errors = self._errors
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             try:
                 outputs = leg.session.receive_request(request, self._clock(), txn)
             except SipError as exc:
@@ -412,7 +420,7 @@ class CallController:
         leg = self._leg_for(request)
         if leg is None:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             try:
                 outputs = leg.session.receive_request(request, self._clock())
             except SipError as exc:
@@ -425,7 +433,7 @@ class CallController:
         leg = self._by_invite.get(invite_txn)
         if leg is None:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.receive_request(request, self._clock(), None))
 
     def receive_response(self, txn: int, response: Response) -> None:
@@ -433,12 +441,13 @@ class CallController:
         if entry is None:
             return
         leg, request = entry
+        now = self._clock()
         if response.status >= 200 and request.method != "INVITE":
             self._forget_txn(txn)
         elif 200 <= response.status < 300 and leg.acked_at is None:
-            leg.acked_at = self._clock()
-        with self._guard(leg.call):
-            self._run(leg, leg.session.receive_response(response, self._clock()))
+            leg.acked_at = now
+        with _Guard(self, leg.call):
+            self._run(leg, leg.session.receive_response(response, now))
 
     def transaction_timed_out(self, txn: int, method: str, timer: str) -> None:
         entry = self._txns.get(txn)
@@ -449,7 +458,7 @@ class CallController:
         leg = self._by_invite.get(txn)
         if leg is not None and timer == "TU":
             # The endpoint answered 500 itself: our answer never came (a bug).
-            with self._guard(leg.call):
+            with _Guard(self, leg.call):
                 self._end_call(leg.call, CallResult.FAILED, "no_final_response", status=500)
 
     def transport_error(self, txn: int, method: str) -> None:
@@ -467,7 +476,7 @@ class CallController:
             return
         if leg.held or self._media_paused(leg):
             return              # RFC 3264 §8.4: no media is expected while held
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._log.info("call.media_timeout", leg_id=leg.id, party=leg.party)
             self._end_call(leg.call, CallResult.ANSWERED, "media_timeout")
 
@@ -480,7 +489,7 @@ class CallController:
         call = self._calls.get(call_id)
         if call is None:
             raise NotFoundError(f"no call {call_id}")
-        with self._guard(call):
+        with _Guard(self, call):
             result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
                 else CallResult.CANCELLED
             self._end_call(call, result, "api_hangup", status=480)
@@ -548,7 +557,7 @@ class CallController:
 
     def hang_up_leg(self, leg: Leg, status: int = 480) -> None:
         """End one leg (CANCEL, ``status``, or BYE); the call goes on without it."""
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._hangup_leg(leg, status)
 
     @contextmanager
@@ -557,7 +566,7 @@ class CallController:
             raise ConflictError(f"leg {leg.id} is {leg.state.name.lower()}")
         if not leg.session.can_modify:
             raise ConflictError(f"leg {leg.id} has an offer/answer exchange in progress")
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             yield
 
     def _reoffer(self, leg: Leg, direction: Direction) -> None:
@@ -585,7 +594,7 @@ class CallController:
         """Refuse new calls (503), end every call with BYE, wait up to ``grace`` for the 200s."""
         self._stopping = True
         for call in list(self._calls.values()):
-            with self._guard(call):
+            with _Guard(self, call):
                 result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
                     else CallResult.CANCELLED
                 self._end_call(call, result, "shutdown", status=503)
@@ -633,12 +642,12 @@ class CallController:
         for item in outputs:
             if isinstance(item, OfferReceived):
                 offer_body = item.body
-        self._publish_created(call, caller, request)
+        dialed = target_user_part(request.uri)
+        self._publish_created(call, caller, dialed or "")
         self._run(caller, [o for o in outputs
                            if not isinstance(o, (OfferReceived, OfferRequested))])
         if call.ended or not caller.live:
             return
-        dialed = target_user_part(request.uri)
         call.dialed = dialed or ""
         target = self._config.lookup(dialed) if dialed else None
         if target is None:
@@ -676,7 +685,7 @@ class CallController:
                 opened.append(await self._media.open_leg(leg_id))
         except Exception as exc:   # noqa: BLE001 - MediaUnavailable, OSError, or a bug
             self._close_handles(call, opened)
-            with self._guard(call):
+            with _Guard(self, call):
                 if isinstance(exc, (MediaUnavailable, OSError)):
                     self._log.warning("call.media_unavailable", error=str(exc))
                     self._end_call(call, CallResult.FAILED, "media_unavailable", status=503)
@@ -687,7 +696,7 @@ class CallController:
             self._close_handles(call, opened)
             return
         try:
-            with self._guard(call):
+            with _Guard(self, call):
                 caller.media = opened[0]
                 self._fork(call, caller, target, list(zip(fork_ids, bindings, opened[1:],
                                                           strict=True)), offer)
@@ -780,7 +789,7 @@ class CallController:
         call.duration_timer = None
         if call.ended:
             return
-        with self._guard(call):
+        with _Guard(self, call):
             self._log.info("call.max_duration", seconds=self._config.calls.max_duration)
             self._end_call(call, CallResult.ANSWERED, "max_duration")
 
@@ -788,7 +797,7 @@ class CallController:
         call.ring_timer = None
         if call.state is not CallState.RINGING:
             return
-        with self._guard(call):
+        with _Guard(self, call):
             self._log.info("call.ring_timeout", seconds=self._config.calls.ring_timeout)
             self._end_call(call, CallResult.NO_ANSWER, "ring_timeout", status=408)
 
@@ -813,9 +822,14 @@ class CallController:
                     if handler is not None:
                         handler(self, leg, item)
         finally:
-            # Even when a handler raised: a terminated session is released, not kept.
-            self._arm(leg)
-            if leg.session.state is State.TERMINATED:
+            # Even when a handler raised: the leg's timer follows its session's (moved
+            # only when it changed, tested here: ~10 runs a call), and a terminated
+            # session is released, not kept.
+            session = leg.session
+            at = session.get_timer()
+            if at != leg.timer_at:
+                self._arm(leg, at)
+            if session.state is State.TERMINATED:
                 self._maybe_release(leg)
         if leg.pending_direction is not None and leg.session.can_modify \
                 and leg.session.state is State.CONFIRMED:
@@ -860,7 +874,7 @@ class CallController:
     def _send_failed(self, leg: Leg, request: Request) -> None:
         if leg.id not in self._legs:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.receive_response(make_response(request, 503),
                                                         self._clock()))
 
@@ -1370,11 +1384,6 @@ class CallController:
 
     # --- crash isolation -------------------------------------------------------------------
 
-    def _guard(self, call: Call) -> _Guard:
-        """``with self._guard(call):`` around everything done for one call: its log
-        lines carry its id, and an error inside fails that call only (``_Guard``)."""
-        return _Guard(self, call)
-
     def _guard_failed(self, call: Call, exc: Exception) -> None:
         if isinstance(exc, SipError):
             # A protocol error the sessions raise deep: the call fails with its status.
@@ -1418,7 +1427,9 @@ class CallController:
         return f"{call.id}-{self._next_leg}"
 
     def _origin(self) -> OriginState:
-        return OriginState.create(sess_id=secrets.randbelow(2**31), address=self._media_host)
+        # An SDP session id needs to be unique, not unpredictable (RFC 4566 §5.2): the
+        # shared generator, not a getrandom syscall per leg.
+        return OriginState.create(sess_id=_RNG.getrandbits(31), address=self._media_host)
 
     def _new_leg(self, call: Call, *, role: Role, party: str, user: User | None,
                  destination: Destination, session: InviteSession, state: LegState,
@@ -1436,10 +1447,8 @@ class CallController:
         local_tag = tag_of(request.headers.get("to") or "") or ""
         return self._by_dialog.get((call_id, local_tag))
 
-    def _arm(self, leg: Leg) -> None:
-        at = leg.session.get_timer()
-        if at == leg.timer_at:
-            return
+    def _arm(self, leg: Leg, at: float | None) -> None:
+        """Move ``leg``'s timer to ``at``, its session's new ``get_timer()``."""
         if leg.timer is not None:
             leg.timer.cancel()
         leg.timer, leg.timer_at = None, at
@@ -1454,7 +1463,7 @@ class CallController:
         now = self._clock()
         if at is not None and now < at:
             now = at                       # call_at may fire up to one clock tick early
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.handle_timer(now))
 
     def _maybe_release(self, leg: Leg) -> None:
@@ -1525,10 +1534,6 @@ class CallController:
 
     # --- views, events, records ---------------------------------------------------------------
 
-    @property
-    def _media_host(self) -> str:
-        return self._config.media.host
-
     def _contact(self, transport: str) -> str:
         host, port = self._sip.local_address()
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -1558,11 +1563,11 @@ class CallController:
         if self._bus.wants(type):
             self._bus.publish(type, call_id=call.id, parties=self._parties(call), **fields)
 
-    def _publish_created(self, call: Call, caller: Leg, request: Request) -> None:
+    def _publish_created(self, call: Call, caller: Leg, dialed: str) -> None:
         self._log.info("call.created", caller=caller.party,
                        source=f"{caller.destination.host}:{caller.destination.port}")
         self._publish_call(CALL_CREATED, call, caller=caller.party,
-                           dialed=target_user_part(request.uri) or "")
+                           dialed=dialed)
         self._save(call)
 
     def _save(self, call: Call) -> None:
