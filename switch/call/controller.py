@@ -1294,10 +1294,11 @@ class CallController:
         self._calls.pop(call.id, None)
         self._hangup_all(call, status)
         self._metrics.calls_active.dec()
-        self._metrics.call_ended(result.value)
-        self._log.info("call.ended", result=result.value, cause=cause,
+        value = result.value                # (an enum property: read once)
+        self._metrics.call_ended(value)
+        self._log.info("call.ended", result=value, cause=cause,
                        duration=round(call.ended_wall - call.created_wall, 3))
-        self._publish_call(CALL_ENDED, call, result=result.value, cause=cause)
+        self._publish_call(CALL_ENDED, call, result=value, cause=cause)
         self._save(call)
 
     def _hangup_all(self, call: Call, status: int) -> None:
@@ -1439,7 +1440,8 @@ class CallController:
                   origin=origin or self._origin())
         call.add(leg)
         self._legs[leg.id] = leg
-        self._by_dialog[(_call_id_of(session.invite), session.local_tag)] = leg
+        leg.dialog_key = key = (_call_id_of(session.invite), session.local_tag)
+        self._by_dialog[key] = leg
         return leg
 
     def _leg_for(self, request: Request) -> Leg | None:
@@ -1494,7 +1496,7 @@ class CallController:
             leg.guard = None
         self._close_media(leg)              # (closed when it stopped being live, normally)
         self._legs.pop(leg.id, None)
-        key = (_call_id_of(leg.session.invite), leg.session.local_tag)
+        key = leg.dialog_key
         if self._by_dialog.get(key) is leg:
             del self._by_dialog[key]
             self._remember_ended(key)
@@ -1583,11 +1585,11 @@ class CallController:
     @staticmethod
     def _record(call: Call) -> CallRecord:
         caller = call.caller
-        parties = tuple(PartyRecord(leg_id=leg.id,
-                                    role="caller" if leg is caller else "callee",
-                                    extension_or_number=leg.party,
-                                    status=leg.status if leg is not caller else None)
-                        for leg in call.legs.values())
+        parties = tuple([PartyRecord(leg_id=leg.id,   # (a list: no generator frames)
+                                     role="caller" if leg is caller else "callee",
+                                     extension_or_number=leg.party,
+                                     status=leg.status if leg is not caller else None)
+                         for leg in call.legs.values()])
         return CallRecord(
             call_id=call.id, caller=caller.party if caller is not None else "",
             dialed=call.dialed, callee=call.target.extension if call.target else None,
