@@ -409,3 +409,29 @@ async def test_shutdown_releases_everything_after_the_grace() -> None:
     (incomplete,) = [e for e in logs if e["event"] == "call.shutdown_incomplete"]
     assert incomplete["legs"] == 2
     released(w)
+
+
+def test_lingering_legs_are_released_in_deadline_order_under_one_loop_timer() -> None:
+    w = World()
+    first, first_fork, _ = w.established()            # answered at 1000: lingers to 1032
+    w.clock.advance(5)
+    second = w.invite()
+    second_fork = w.forks()[-1]
+    w.answer(second_fork)                               # answered at 1005: lingers to 1037
+    second.ack()
+    w.clock.advance(5)
+    second.in_dialog("BYE")                             # the later deadline is filed first
+    w.reply(bye_to(w, fork_call_id(second_fork)), 200)
+    first.in_dialog("BYE")
+    w.reply(bye_to(w, fork_call_id(first_fork)), 200)
+    assert w.controller.leg_count == 2                  # both callee legs linger
+    pending = [callback for _, _, handle, callback in w.clock.heap if not handle.cancelled]
+    assert pending == [w.controller._release_lingering]
+    w.clock.advance(1032.5 - w.clock.now)
+    assert w.controller.leg_count == 1
+    (leg,) = w.controller._legs.values()
+    assert leg.call is not None and leg.id.startswith(leg.call.id)
+    assert leg.session.invite.headers.get("call-id") == fork_call_id(second_fork)
+    w.clock.advance(5)
+    released(w)
+    assert [h for _, _, h, _ in w.clock.heap if not h.cancelled] == []
