@@ -1536,12 +1536,16 @@ class CallController:
         """Release ``leg`` at ``until`` (cancel the handle returned to keep it)."""
         entry = _Lingering(leg)
         heapq.heappush(self._lingering, (until, next(self._linger_seq), entry))
-        if self._linger_timer_at is None or until < self._linger_timer_at:
+        self._arm_lingering(until)
+        return entry
+
+    def _arm_lingering(self, at: float) -> None:
+        """The loop timer of ``_lingering`` at ``at``, unless it is due earlier."""
+        if self._linger_timer_at is None or at < self._linger_timer_at:
             if self._linger_timer is not None:
                 self._linger_timer.cancel()
-            self._linger_timer_at = until
-            self._linger_timer = self._timers.call_at(until, self._release_lingering)
-        return entry
+            self._linger_timer_at = at
+            self._linger_timer = self._timers.call_at(at, self._release_lingering)
 
     def _release_lingering(self) -> None:
         now, due = self._clock(), self._linger_timer_at
@@ -1561,8 +1565,7 @@ class CallController:
                 with call_context(leg.call.id):
                     self._log.exception("call.release_failed", leg_id=leg.id)
         if heap:
-            self._linger_timer_at = at = heap[0][0]
-            self._linger_timer = self._timers.call_at(at, self._release_lingering)
+            self._arm_lingering(heap[0][0])    # (a release may have filed a leg meanwhile)
 
     def _release(self, leg: Leg) -> None:
         if leg.timer is not None:
