@@ -35,7 +35,7 @@ media legs is the only awaited step (the relay binds sockets); it runs in a
 task per call, through ``spawn``.
 
 Failure isolation (DESIGN.md rule 5): every entry point runs one call's
-handling inside ``_guard``: a ``SipError`` a session raises is answered with
+handling inside ``_Guard``: a ``SipError`` a session raises is answered with
 its status; any other exception is logged with the call's id, counted
 (``switch_call_errors_total``), and ends that call (500 to an unanswered
 caller, BYE to answered legs).  No exception leaves the controller.
@@ -55,6 +55,9 @@ less than 64*T1 ago gets 200, not 481 (§15.1.2).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import random
 import secrets
 import time
 from collections import deque
@@ -209,12 +212,14 @@ Contacts = Callable[[str, float], list[Binding]]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 _ALLOW_IN_DIALOG = frozenset({"OPTIONS", "INFO"})
+_RNG = random.Random()
+_DESTINATIONS_KEPT = 4096
 
 
 class _Guard:
-    """The context manager of ``CallController._guard`` (a class, not a
-    ``@contextmanager`` generator: it is entered ~14 times per call and this
-    costs a third).  Inside it the call's id is in every log line; on the way
+    """``with _Guard(controller, call):`` around everything done for one call (a
+    class, not a ``@contextmanager`` generator: it is entered ~7 times per call and
+    this costs a third).  Inside it the call's id is in every log line; on the way
     out an ``Exception`` other than a ``ControlError`` (a refusal meant for the
     API caller) is swallowed after the call is failed by ``_guard_failed``."""
 
@@ -237,6 +242,19 @@ class _Guard:
             return True
         finally:
             self._context.__exit__(None, None, None)
+
+
+class _Lingering:
+    """A lingering leg's release, due in ``CallController._lingering``: its ``timer``."""
+
+    __slots__ = ("cancelled", "leg")
+
+    def __init__(self, leg: Leg) -> None:
+        self.leg = leg
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class CallController:
@@ -267,6 +285,7 @@ class CallController:
                                              session_expires=calls.session_expires,
                                              min_se=calls.min_se))
         self._linger = 64 * config.sip.t1_seconds
+        self._media_host = config.media.host        # (read for every SDP; config is frozen)
         # The ending guard: 64*T1 (Timer B/F, §9.1's CANCEL bound) after the last
         # request sent while ending, plus T2 so that the transaction layer's own
         # timeout, due first, is what normally ends the leg.
@@ -279,6 +298,7 @@ class CallController:
         self._legs: dict[str, Leg] = {}
         self._by_dialog: dict[tuple[str, str], Leg] = {}
         self._by_invite: dict[int, Leg] = {}
+        self._destinations: dict[tuple[str, str, int, int | None], Destination] = {}
         self._txns: dict[int, tuple[Leg, Request]] = {}
         self._leg_txns: dict[str, list[int]] = {}
         self._handlers: dict[str, InDialogHandler] = {}
@@ -287,6 +307,13 @@ class CallController:
         self._errors = 0
         self._quiet: asyncio.Event | None = None
         self._unfinished: deque[Leg] = deque()
+        # Legs lingering 64*T1 after a 2xx (tens of thousands on a loaded engine) wait
+        # in a heap of our own under one loop timer: adding a timer to uvloop's heap
+        # costs ~10 us with that many in it, ~2 us with a few.
+        self._lingering: list[tuple[float, int, _Lingering]] = []
+        self._linger_seq = itertools.count()
+        self._linger_timer: TimerHandle | None = None
+        self._linger_timer_at: float | None = None
         self._next_leg = 0
 
     # --- extension points ---------------------------------------------------------
@@ -317,6 +344,11 @@ class CallController:
         self._send_request(leg, dialog.create_request(method, body=body,
                                                       content_type=content_type))
         return True
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Read ``clock`` from now on (the service hands over its loop's ``time`` once
+        the loop runs: no wrapper call per reading)."""
+        self._clock = clock
 
     def call(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
@@ -371,16 +403,15 @@ class CallController:
             return
         call = Call(id=secrets.token_hex(8), created_at=now, created_wall=self._wall())
         leg = self._new_leg(call, role=Role.UAS, party=caller.extension, user=caller,
-                            destination=Destination(transport=source.transport,
-                                                    host=source.host, port=source.port,
-                                                    connection_id=source.connection_id),
+                            destination=self._destination(source.transport, source.host,
+                                                          source.port, source.connection_id),
                             session=session, state=LegState.INCOMING)
         leg.invite_txn = txn
         call.caller = leg
         self._by_invite[txn] = leg
         self._calls[call.id] = call
         self._metrics.calls_active.inc()
-        with self._guard(call):
+        with _Guard(self, call):
             self._route(call, leg, request, now)
 
     def receive_in_dialog(self, txn: int, request: Request, source: Source) -> bool:
@@ -397,7 +428,7 @@ class CallController:
             self._reply(txn, request, 200)
             return True
         errors = self._errors
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             try:
                 outputs = leg.session.receive_request(request, self._clock(), txn)
             except SipError as exc:
@@ -412,7 +443,7 @@ class CallController:
         leg = self._leg_for(request)
         if leg is None:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             try:
                 outputs = leg.session.receive_request(request, self._clock())
             except SipError as exc:
@@ -425,7 +456,7 @@ class CallController:
         leg = self._by_invite.get(invite_txn)
         if leg is None:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.receive_request(request, self._clock(), None))
 
     def receive_response(self, txn: int, response: Response) -> None:
@@ -433,12 +464,13 @@ class CallController:
         if entry is None:
             return
         leg, request = entry
+        now = self._clock()
         if response.status >= 200 and request.method != "INVITE":
             self._forget_txn(txn)
         elif 200 <= response.status < 300 and leg.acked_at is None:
-            leg.acked_at = self._clock()
-        with self._guard(leg.call):
-            self._run(leg, leg.session.receive_response(response, self._clock()))
+            leg.acked_at = now
+        with _Guard(self, leg.call):
+            self._run(leg, leg.session.receive_response(response, now))
 
     def transaction_timed_out(self, txn: int, method: str, timer: str) -> None:
         entry = self._txns.get(txn)
@@ -449,7 +481,7 @@ class CallController:
         leg = self._by_invite.get(txn)
         if leg is not None and timer == "TU":
             # The endpoint answered 500 itself: our answer never came (a bug).
-            with self._guard(leg.call):
+            with _Guard(self, leg.call):
                 self._end_call(leg.call, CallResult.FAILED, "no_final_response", status=500)
 
     def transport_error(self, txn: int, method: str) -> None:
@@ -467,7 +499,7 @@ class CallController:
             return
         if leg.held or self._media_paused(leg):
             return              # RFC 3264 §8.4: no media is expected while held
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._log.info("call.media_timeout", leg_id=leg.id, party=leg.party)
             self._end_call(leg.call, CallResult.ANSWERED, "media_timeout")
 
@@ -480,7 +512,7 @@ class CallController:
         call = self._calls.get(call_id)
         if call is None:
             raise NotFoundError(f"no call {call_id}")
-        with self._guard(call):
+        with _Guard(self, call):
             result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
                 else CallResult.CANCELLED
             self._end_call(call, result, "api_hangup", status=480)
@@ -548,7 +580,7 @@ class CallController:
 
     def hang_up_leg(self, leg: Leg, status: int = 480) -> None:
         """End one leg (CANCEL, ``status``, or BYE); the call goes on without it."""
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._hangup_leg(leg, status)
 
     @contextmanager
@@ -557,7 +589,7 @@ class CallController:
             raise ConflictError(f"leg {leg.id} is {leg.state.name.lower()}")
         if not leg.session.can_modify:
             raise ConflictError(f"leg {leg.id} has an offer/answer exchange in progress")
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             yield
 
     def _reoffer(self, leg: Leg, direction: Direction) -> None:
@@ -585,7 +617,7 @@ class CallController:
         """Refuse new calls (503), end every call with BYE, wait up to ``grace`` for the 200s."""
         self._stopping = True
         for call in list(self._calls.values()):
-            with self._guard(call):
+            with _Guard(self, call):
                 result = CallResult.ANSWERED if call.state is CallState.ANSWERED \
                     else CallResult.CANCELLED
                 self._end_call(call, result, "shutdown", status=503)
@@ -609,6 +641,10 @@ class CallController:
             if leg.session.state is not State.TERMINATED:
                 self._metrics.forced_release("shutdown")
             self._drop_leg(leg)         # the process is going: every port back
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        self._linger_timer = self._linger_timer_at = None
+        self._lingering.clear()
 
     def _busy(self) -> bool:
         """Whether a leg is still waiting for its session to end (shutdown only).
@@ -633,12 +669,12 @@ class CallController:
         for item in outputs:
             if isinstance(item, OfferReceived):
                 offer_body = item.body
-        self._publish_created(call, caller, request)
+        dialed = target_user_part(request.uri)
+        self._publish_created(call, caller, dialed or "")
         self._run(caller, [o for o in outputs
                            if not isinstance(o, (OfferReceived, OfferRequested))])
         if call.ended or not caller.live:
             return
-        dialed = target_user_part(request.uri)
         call.dialed = dialed or ""
         target = self._config.lookup(dialed) if dialed else None
         if target is None:
@@ -676,7 +712,7 @@ class CallController:
                 opened.append(await self._media.open_leg(leg_id))
         except Exception as exc:   # noqa: BLE001 - MediaUnavailable, OSError, or a bug
             self._close_handles(call, opened)
-            with self._guard(call):
+            with _Guard(self, call):
                 if isinstance(exc, (MediaUnavailable, OSError)):
                     self._log.warning("call.media_unavailable", error=str(exc))
                     self._end_call(call, CallResult.FAILED, "media_unavailable", status=503)
@@ -687,7 +723,7 @@ class CallController:
             self._close_handles(call, opened)
             return
         try:
-            with self._guard(call):
+            with _Guard(self, call):
                 caller.media = opened[0]
                 self._fork(call, caller, target, list(zip(fork_ids, bindings, opened[1:],
                                                           strict=True)), offer)
@@ -708,8 +744,8 @@ class CallController:
               offer: SessionDescription | None) -> None:
         now = self._clock()
         for leg_id, binding, handle in forks:
-            destination = Destination(transport=binding.source.transport,
-                                      host=binding.source.host, port=binding.source.port)
+            destination = self._destination(binding.source.transport, binding.source.host,
+                                            binding.source.port)
             origin = self._origin()
             body: bytes | None = None
             exchange_offer: tuple[SessionDescription, int] | None = None
@@ -780,7 +816,7 @@ class CallController:
         call.duration_timer = None
         if call.ended:
             return
-        with self._guard(call):
+        with _Guard(self, call):
             self._log.info("call.max_duration", seconds=self._config.calls.max_duration)
             self._end_call(call, CallResult.ANSWERED, "max_duration")
 
@@ -788,7 +824,7 @@ class CallController:
         call.ring_timer = None
         if call.state is not CallState.RINGING:
             return
-        with self._guard(call):
+        with _Guard(self, call):
             self._log.info("call.ring_timeout", seconds=self._config.calls.ring_timeout)
             self._end_call(call, CallResult.NO_ANSWER, "ring_timeout", status=408)
 
@@ -797,21 +833,31 @@ class CallController:
     def _run(self, leg: Leg, outputs: list[Output]) -> None:
         try:
             for item in outputs:
-                if isinstance(item, SendRequest):
-                    self._send_request(leg, item.request)
-                elif isinstance(item, SendResponse):
+                # On the exact type (the session's outputs are final classes): ~10 runs
+                # a call, whose isinstance chains cost ~56 calls.
+                if type(item) is SendResponse:
                     if item.txn is not None:
                         self._send_response(item.txn, item.response)
-                elif isinstance(item, SendAck):
+                elif type(item) is SendRequest:
+                    self._send_request(leg, item.request)
+                elif type(item) is SendAck:
                     self._send_ack(leg, item.request)
-                elif isinstance(item, SendCancel):
+                elif type(item) is SendCancel:
                     self._send_request(leg, item.cancel)
-                else:
-                    self._on_event(leg, item)
+                else:              # a session event: what it does is _SESSION_EVENTS's
+                    handler = _SESSION_EVENTS.get(type(item))
+                    if handler is not None:
+                        handler(self, leg, item)
         finally:
-            # Even when a handler raised: a terminated session is released, not kept.
-            self._arm(leg)
-            self._maybe_release(leg)
+            # Even when a handler raised: the leg's timer follows its session's (moved
+            # only when it changed, tested here: ~10 runs a call), and a terminated
+            # session is released, not kept.
+            session = leg.session
+            at = session.get_timer()
+            if at != leg.timer_at:
+                self._arm(leg, at)
+            if session.state is State.TERMINATED:
+                self._maybe_release(leg)
         if leg.pending_direction is not None and leg.session.can_modify \
                 and leg.session.state is State.CONFIRMED:
             self._offer_pending_direction(leg)
@@ -855,7 +901,7 @@ class CallController:
     def _send_failed(self, leg: Leg, request: Request) -> None:
         if leg.id not in self._legs:
             return
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.receive_response(make_response(request, 503),
                                                         self._clock()))
 
@@ -891,33 +937,23 @@ class CallController:
 
     # --- session events ---------------------------------------------------------------------
 
-    def _on_event(self, leg: Leg, event: Output) -> None:
-        call = leg.call
-        if isinstance(event, SessionTerminated):
-            self._leg_ended(leg, event.reason, event.status)
-        elif isinstance(event, ProgressReceived):
-            self._progress(call, leg, event)
-        elif isinstance(event, OfferReceived):
-            self._offer_received(call, leg, event.body, event.method)
-        elif isinstance(event, OfferRequested):
-            self._offer_requested(leg)
-        elif isinstance(event, AnswerReceived):
-            self._answer_received(leg, event.body)
-        elif isinstance(event, SessionEstablished):
-            if leg.state in (LegState.CALLING, LegState.RINGING, LegState.INCOMING):
-                leg.advance(LegInput.ANSWERED)
-        elif isinstance(event, ModificationFailed):
-            self._exchange_failed(leg, event.status)
-        elif isinstance(event, ModificationRetryDue):
-            self._exchange_failed(leg, 491)
-        elif isinstance(event, GlareDetected):
-            self._log.info("call.glare", leg_id=leg.id, retry_at=event.retry_at)
-        elif isinstance(event, InDialogRequestReceived):
-            self._in_dialog(leg, event)
+    def _established(self, leg: Leg, event: SessionEstablished) -> None:
+        if leg.state in (LegState.CALLING, LegState.RINGING, LegState.INCOMING):
+            leg.advance(LegInput.ANSWERED)
 
-    def _progress(self, call: Call, fork: Leg, event: ProgressReceived) -> None:
+    def _modification_failed(self, leg: Leg, event: ModificationFailed) -> None:
+        self._exchange_failed(leg, event.status)
+
+    def _modification_retry_due(self, leg: Leg, event: ModificationRetryDue) -> None:
+        self._exchange_failed(leg, 491)
+
+    def _glare(self, leg: Leg, event: GlareDetected) -> None:
+        self._log.info("call.glare", leg_id=leg.id, retry_at=event.retry_at)
+
+    def _progress(self, fork: Leg, event: ProgressReceived) -> None:
         if not fork.live:
             return
+        call = fork.call
         fork.advance(LegInput.PROGRESS)
         caller = call.caller
         if caller is None or not caller.live or call.state is not CallState.RINGING:
@@ -953,7 +989,8 @@ class CallController:
         if caller.state in (LegState.INCOMING, LegState.RINGING):
             caller.advance(LegInput.PROGRESS)
 
-    def _offer_received(self, call: Call, leg: Leg, body: bytes, method: str) -> None:
+    def _offer_received(self, leg: Leg, event: OfferReceived) -> None:
+        call, body = leg.call, event.body
         if leg.role is Role.UAC and call.state is CallState.RINGING and leg.live \
                 and leg.session.state is State.ACKING:
             self._late_offer_answer(call, leg, body)
@@ -1034,7 +1071,7 @@ class CallController:
         self._configure(leg)
         self._run(leg, leg.session.answer(now, answer.encode()))
 
-    def _offer_requested(self, leg: Leg) -> None:
+    def _offer_requested(self, leg: Leg, event: OfferRequested) -> None:
         """A re-INVITE without SDP: our 2xx carries an offer (§14.2), the ACK the answer.
 
         Answered here, not relayed to the other leg (as Asterisk and FreeSWITCH do
@@ -1088,10 +1125,10 @@ class CallController:
             return                        # what it was last offered already
         self._reoffer(leg, direction)
 
-    def _answer_received(self, leg: Leg, body: bytes) -> None:
+    def _answer_received(self, leg: Leg, event: AnswerReceived) -> None:
         ex = leg.exchange
         try:
-            answer = parse_sdp(body)
+            answer = parse_sdp(event.body)
         except SdpError as exc:
             self._log.info("call.bad_answer", leg_id=leg.id, reason=str(exc))
             if ex is not None:
@@ -1222,7 +1259,8 @@ class CallController:
         direction = leg_config(leg.local_sdp, leg.remote_sdp, leg.stream).direction
         return direction in ("sendonly", "inactive")
 
-    def _leg_ended(self, leg: Leg, reason: EndReason, status: int | None) -> None:
+    def _leg_ended(self, leg: Leg, event: SessionTerminated) -> None:
+        reason, status = event.reason, event.status
         remote = leg.live              # ended by its phone (or its session), not by us
         bridged = leg.call.peer(leg) is not None
         leg.advance(LegInput.ENDED)
@@ -1283,10 +1321,11 @@ class CallController:
         self._calls.pop(call.id, None)
         self._hangup_all(call, status)
         self._metrics.calls_active.dec()
-        self._metrics.call_ended(result.value)
-        self._log.info("call.ended", result=result.value, cause=cause,
+        value = result.value                # (an enum property: read once)
+        self._metrics.call_ended(value)
+        self._log.info("call.ended", result=value, cause=cause,
                        duration=round(call.ended_wall - call.created_wall, 3))
-        self._publish_call(CALL_ENDED, call, result=result.value, cause=cause)
+        self._publish_call(CALL_ENDED, call, result=value, cause=cause)
         self._save(call)
 
     def _hangup_all(self, call: Call, status: int) -> None:
@@ -1373,11 +1412,6 @@ class CallController:
 
     # --- crash isolation -------------------------------------------------------------------
 
-    def _guard(self, call: Call) -> _Guard:
-        """``with self._guard(call):`` around everything done for one call: its log
-        lines carry its id, and an error inside fails that call only (``_Guard``)."""
-        return _Guard(self, call)
-
     def _guard_failed(self, call: Call, exc: Exception) -> None:
         if isinstance(exc, SipError):
             # A protocol error the sessions raise deep: the call fails with its status.
@@ -1416,12 +1450,27 @@ class CallController:
 
     # --- legs: creation, timers, lookup, release ---------------------------------------------
 
+    def _destination(self, transport: str, host: str, port: int,
+                     connection_id: int | None = None) -> Destination:
+        """A ``Destination``, shared by the legs of one phone (a frozen dataclass costs
+        ~2 µs to build; the same phones call again and again)."""
+        key = (transport, host, port, connection_id)
+        destination = self._destinations.get(key)
+        if destination is None:
+            if len(self._destinations) >= _DESTINATIONS_KEPT:
+                self._destinations.clear()
+            destination = self._destinations[key] = Destination(
+                transport=transport, host=host, port=port, connection_id=connection_id)
+        return destination
+
     def _leg_id(self, call: Call) -> str:
         self._next_leg += 1
         return f"{call.id}-{self._next_leg}"
 
     def _origin(self) -> OriginState:
-        return OriginState.create(sess_id=secrets.randbelow(2**31), address=self._media_host)
+        # An SDP session id needs to be unique, not unpredictable (RFC 4566 §5.2): the
+        # shared generator, not a getrandom syscall per leg.
+        return OriginState.create(sess_id=_RNG.getrandbits(31), address=self._media_host)
 
     def _new_leg(self, call: Call, *, role: Role, party: str, user: User | None,
                  destination: Destination, session: InviteSession, state: LegState,
@@ -1431,7 +1480,8 @@ class CallController:
                   origin=origin or self._origin())
         call.add(leg)
         self._legs[leg.id] = leg
-        self._by_dialog[(_call_id_of(session.invite), session.local_tag)] = leg
+        leg.dialog_key = key = (_call_id_of(session.invite), session.local_tag)
+        self._by_dialog[key] = leg
         return leg
 
     def _leg_for(self, request: Request) -> Leg | None:
@@ -1439,10 +1489,8 @@ class CallController:
         local_tag = tag_of(request.headers.get("to") or "") or ""
         return self._by_dialog.get((call_id, local_tag))
 
-    def _arm(self, leg: Leg) -> None:
-        at = leg.session.get_timer()
-        if at == leg.timer_at:
-            return
+    def _arm(self, leg: Leg, at: float | None) -> None:
+        """Move ``leg``'s timer to ``at``, its session's new ``get_timer()``."""
         if leg.timer is not None:
             leg.timer.cancel()
         leg.timer, leg.timer_at = None, at
@@ -1457,7 +1505,7 @@ class CallController:
         now = self._clock()
         if at is not None and now < at:
             now = at                       # call_at may fire up to one clock tick early
-        with self._guard(leg.call):
+        with _Guard(self, leg.call):
             self._run(leg, leg.session.handle_timer(now))
 
     def _maybe_release(self, leg: Leg) -> None:
@@ -1473,11 +1521,51 @@ class CallController:
         until = leg.acked_at + self._linger if leg.acked_at is not None else None
         if until is not None and until > self._clock():
             leg.timer_at = until
-            leg.timer = self._timers.call_at(until, partial(self._release, leg))
+            leg.timer = self._linger_until(leg, until)
+            if leg.guard is not None:
+                # Its session is over and the linger releases it: the ending guard has
+                # nothing left to do (_leg_overdue) and would hold a loop timer 64*T1.
+                leg.guard.cancel()
+                leg.guard = None
             if self._quiet is not None and not self._busy():
                 self._quiet.set()
         else:
             self._release(leg)
+
+    def _linger_until(self, leg: Leg, until: float) -> _Lingering:
+        """Release ``leg`` at ``until`` (cancel the handle returned to keep it)."""
+        entry = _Lingering(leg)
+        heapq.heappush(self._lingering, (until, next(self._linger_seq), entry))
+        self._arm_lingering(until)
+        return entry
+
+    def _arm_lingering(self, at: float) -> None:
+        """The loop timer of ``_lingering`` at ``at``, unless it is due earlier."""
+        if self._linger_timer_at is None or at < self._linger_timer_at:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+            self._linger_timer_at = at
+            self._linger_timer = self._timers.call_at(at, self._release_lingering)
+
+    def _release_lingering(self) -> None:
+        now, due = self._clock(), self._linger_timer_at
+        self._linger_timer = self._linger_timer_at = None
+        if due is not None and now < due:
+            now = due                      # call_at may fire up to one clock tick early
+        heap = self._lingering
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)[2]
+            if entry.cancelled:
+                continue
+            entry.cancelled = True
+            leg = entry.leg
+            try:
+                self._release(leg)
+            except Exception:   # noqa: BLE001 - the other legs are released all the same
+                with call_context(leg.call.id):
+                    self._log.exception("call.release_failed", leg_id=leg.id)
+        if heap:
+            self._arm_lingering(heap[0][0])    # (a release may have filed a leg meanwhile)
 
     def _release(self, leg: Leg) -> None:
         if leg.timer is not None:
@@ -1488,7 +1576,7 @@ class CallController:
             leg.guard = None
         self._close_media(leg)              # (closed when it stopped being live, normally)
         self._legs.pop(leg.id, None)
-        key = (_call_id_of(leg.session.invite), leg.session.local_tag)
+        key = leg.dialog_key
         if self._by_dialog.get(key) is leg:
             del self._by_dialog[key]
             self._remember_ended(key)
@@ -1528,10 +1616,6 @@ class CallController:
 
     # --- views, events, records ---------------------------------------------------------------
 
-    @property
-    def _media_host(self) -> str:
-        return self._config.media.host
-
     def _contact(self, transport: str) -> str:
         host, port = self._sip.local_address()
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -1561,11 +1645,11 @@ class CallController:
         if self._bus.wants(type):
             self._bus.publish(type, call_id=call.id, parties=self._parties(call), **fields)
 
-    def _publish_created(self, call: Call, caller: Leg, request: Request) -> None:
+    def _publish_created(self, call: Call, caller: Leg, dialed: str) -> None:
         self._log.info("call.created", caller=caller.party,
                        source=f"{caller.destination.host}:{caller.destination.port}")
         self._publish_call(CALL_CREATED, call, caller=caller.party,
-                           dialed=target_user_part(request.uri) or "")
+                           dialed=dialed)
         self._save(call)
 
     def _save(self, call: Call) -> None:
@@ -1581,17 +1665,32 @@ class CallController:
     @staticmethod
     def _record(call: Call) -> CallRecord:
         caller = call.caller
-        parties = tuple(PartyRecord(leg_id=leg.id,
-                                    role="caller" if leg is caller else "callee",
-                                    extension_or_number=leg.party,
-                                    status=leg.status if leg is not caller else None)
-                        for leg in call.legs.values())
+        parties = tuple([PartyRecord(leg_id=leg.id,   # (a list: no generator frames)
+                                     role="caller" if leg is caller else "callee",
+                                     extension_or_number=leg.party,
+                                     status=leg.status if leg is not caller else None)
+                         for leg in call.legs.values()])
         return CallRecord(
             call_id=call.id, caller=caller.party if caller is not None else "",
             dialed=call.dialed, callee=call.target.extension if call.target else None,
             started_at=call.created_wall, answered_at=call.answered_wall,
             ended_at=call.ended_wall, result=call.result.value if call.result else None,
             cause=call.cause, parties=parties)
+
+
+# What a session event does (CallController._run), by its exact type.
+_SESSION_EVENTS: dict[type, Callable[[CallController, Leg, Any], None]] = {
+    SessionTerminated: CallController._leg_ended,
+    ProgressReceived: CallController._progress,
+    OfferReceived: CallController._offer_received,
+    OfferRequested: CallController._offer_requested,
+    AnswerReceived: CallController._answer_received,
+    SessionEstablished: CallController._established,
+    ModificationFailed: CallController._modification_failed,
+    ModificationRetryDue: CallController._modification_retry_due,
+    GlareDetected: CallController._glare,
+    InDialogRequestReceived: CallController._in_dialog,
+}
 
 
 def _cause(reason: EndReason, status: int | None) -> str:

@@ -192,6 +192,8 @@ class Leg:
     # does; see CallController._leg_overdue.
     release_by: float | None = None
     guard: TimerHandle | None = None
+    # (Call-ID, local tag): the leg's key in call control's dialog index, as filed.
+    dialog_key: tuple[str, str] = ("", "")
 
     def advance(self, event: LegInput) -> LegState:
         next_state = LEG_TRANSITIONS.get((self.state, event))

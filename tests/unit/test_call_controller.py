@@ -904,3 +904,20 @@ def test_2xx_to_caller_is_retransmitted_until_acked_then_bye() -> None:
     byes = {b.request.headers.get("call-id") for b in w.sent("BYE")}
     assert byes == {phone.call_id, fork.request.headers.get("call-id")}
     assert w.records.last(w.call_id()).cause == "caller_ack_timeout"
+
+
+def test_legs_of_one_phone_share_their_destination_and_the_cache_is_bounded() -> None:
+    w = World()
+    w.invite("1002")
+    w.invite("1002")
+    first, second = w.controller.calls
+    assert first.caller is not None and second.caller is not None
+    # Equal to what a fresh one would be (the same phone), and the same object.
+    assert first.caller.destination == second.caller.destination
+    assert first.caller.destination is second.caller.destination
+    assert first.forks[0].destination is second.forks[0].destination
+    assert first.forks[0].destination == Destination(transport="udp", host="203.0.113.5",
+                                                     port=40000)
+    for port in range(5000):
+        assert w.controller._destination("udp", "198.51.100.1", port).port == port
+    assert len(w.controller._destinations) <= 4096

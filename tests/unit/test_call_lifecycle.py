@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from test_call_controller import ANSWER, OFFER, Sent, World, _hold, binding
 
@@ -409,3 +411,69 @@ async def test_shutdown_releases_everything_after_the_grace() -> None:
     (incomplete,) = [e for e in logs if e["event"] == "call.shutdown_incomplete"]
     assert incomplete["legs"] == 2
     released(w)
+
+
+def test_lingering_legs_are_released_in_deadline_order_under_one_loop_timer() -> None:
+    w = World()
+    first, first_fork, _ = w.established()            # answered at 1000: lingers to 1032
+    w.clock.advance(5)
+    second = w.invite()
+    second_fork = w.forks()[-1]
+    w.answer(second_fork)                               # answered at 1005: lingers to 1037
+    second.ack()
+    w.clock.advance(5)
+    second.in_dialog("BYE")                             # the later deadline is filed first
+    w.reply(bye_to(w, fork_call_id(second_fork)), 200)
+    first.in_dialog("BYE")
+    w.reply(bye_to(w, fork_call_id(first_fork)), 200)
+    assert w.controller.leg_count == 2                  # both callee legs linger
+    pending = [callback for _, _, handle, callback in w.clock.heap if not handle.cancelled]
+    assert pending == [w.controller._release_lingering]
+    w.clock.advance(1032.5 - w.clock.now)
+    assert w.controller.leg_count == 1
+    (leg,) = w.controller._legs.values()
+    assert leg.call is not None and leg.id.startswith(leg.call.id)
+    assert leg.session.invite.headers.get("call-id") == fork_call_id(second_fork)
+    w.clock.advance(5)
+    released(w)
+    assert [h for _, _, h, _ in w.clock.heap if not h.cancelled] == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 5), st.floats(0.001, 40), st.booleans(),
+                          st.booleans()), max_size=30))
+def test_the_linger_heap_releases_each_leg_at_its_deadline_once(
+        ops: list[tuple[float, float, bool, bool]]) -> None:
+    """As with a loop timer per leg: each leg released once, at its deadline, in
+    deadline order (filing order for equal ones), a cancelled one never; a release
+    may file another leg (what a release's observers may cause)."""
+    w = World()
+    controller = w.controller
+    released: list[tuple[str, float]] = []
+    expected: dict[str, float] = {}
+    refile: set[str] = set()
+
+    def file(leg_id: str, until: float, cancel: bool = False) -> None:
+        leg = Leg.__new__(Leg)
+        leg.id = leg_id
+        handle = controller._linger_until(leg, until)
+        if cancel:
+            handle.cancel()
+        else:
+            expected[leg_id] = until
+
+    def release(leg: Leg) -> None:
+        released.append((leg.id, w.clock.now))
+        if leg.id in refile:
+            file(f"re-{leg.id}", w.clock.now + 1.0)
+
+    controller._release = release  # type: ignore[method-assign]
+    for n, (wait, linger, cancel, again) in enumerate(ops):
+        w.clock.advance(wait)
+        if again:
+            refile.add(f"leg-{n}")
+        file(f"leg-{n}", w.clock.now + linger, cancel)
+    w.clock.advance(100)
+    assert dict(released) == expected and len(released) == len(expected)
+    assert [at for _, at in released] == sorted(at for _, at in released)
+    assert controller._linger_timer is None and controller._lingering == []
