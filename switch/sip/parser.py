@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from switch.sip.errors import MessageTooLarge, ParseError, VersionNotSupported
-from switch.sip.headers import parse_cseq, parse_uint, vias
+from switch.sip.headers import parse_cseq, parse_uint, parse_via, vias
 from switch.sip.message import (
     _FIELD_NAMES,
     CANONICAL_NAMES,
@@ -141,7 +141,9 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
                 raise ParseError("no Content-Length on a stream transport")
             body = data[body_start:]
         else:
-            length = parse_uint(length_text, "Content-Length")
+            # parse_uint without the call for the usual digits-only value
+            length = (int(length_text) if length_text.isdigit() and len(length_text) < 10
+                      else parse_uint(length_text, "Content-Length"))
             available = len(data) - body_start
             if length > available:
                 raise ParseError(f"Content-Length {length} larger than the {available}-byte body")
@@ -154,16 +156,17 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
 
 
 def _parse_start_line(line: str) -> Message:
-    match = _REQUEST_LINE.fullmatch(line)
-    if match is not None:
-        method, uri = match.groups()
-        if ":" in uri:
-            return Request(method, uri)
-    else:
+    if line.startswith("SIP/2.0 "):
         match = _STATUS_LINE.fullmatch(line)
         if match is not None:
             code, reason = match.groups()
             return Response(int(code), reason or "")
+    else:
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is not None:
+            method, uri = match.groups()
+            if ":" in uri:
+                return Request(method, uri)
     return _parse_start_line_checked(line)
 
 
@@ -309,6 +312,10 @@ def _store(values: dict[str, list[str]], names: dict[str, str], key: str, name: 
 _PLAIN_NAME_ADDR = re.compile(r'[^"<]*<[^"]*>[^"]*|[^"<]+', re.DOTALL)
 
 
+# The Max-Forwards values parse_uint accepts without a call (a set lookup).
+_MAX_FORWARDS = frozenset(str(hops) for hops in range(256))
+
+
 def _check_fields(message: Message, duplicates: bool = True) -> None:
     """``duplicates`` False: the parser saw no field twice, so the
     once-only fields need no count."""
@@ -332,10 +339,17 @@ def _check_fields(message: Message, duplicates: bool = True) -> None:
         cache["cseq"] = cseq
         if method is not None and cseq.method != method:
             raise ParseError(f"CSeq method {cseq.method} does not match {method}")
-    via_list = vias(message)
-    if not via_list:
-        raise ParseError("empty Via")
-    cache["top_via"] = via_list[0]
+    via_lines = values["via"]
+    if len(via_lines) == 1 and "," not in via_lines[0] and via_lines[0]:
+        # One Via line of one value (nearly every message): no list to split.
+        top = parse_via(via_lines[0])
+        cache["vias"] = [top]
+    else:
+        via_list = vias(message)
+        if not via_list:
+            raise ParseError("empty Via")
+        top = via_list[0]
+    cache["top_via"] = top
     plain = _PLAIN_NAME_ADDR.fullmatch
     if "from" in values:
         value = values["from"][0]
@@ -345,7 +359,7 @@ def _check_fields(message: Message, duplicates: bool = True) -> None:
         value = values["to"][0]
         if plain(value) is None:
             _check_name_addr_shape(value, "to")
-    if "max-forwards" in values:
+    if "max-forwards" in values and values["max-forwards"][0] not in _MAX_FORWARDS:
         parse_uint(values["max-forwards"][0], "Max-Forwards", maximum=255)
     if "expires" in values:
         parse_uint(values["expires"][0], "Expires")
