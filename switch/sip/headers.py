@@ -455,6 +455,36 @@ _AUTH_PARAM = re.compile(r'[ \t]*([^=\s,]+)[ \t]*=[ \t]*'
                          r'("[^"\\]*(?:\\.[^"\\]*)*"|[^\s,"]*)[ \t]*(?:,|$)')
 
 
+def _split_auth_params(text: str) -> dict[str, str] | None:
+    """parse_auth's parameters by splitting on commas, or None when some piece
+    is not plainly ``name=token`` or ``name="text"`` (then the regex loop reads
+    them and reports errors).  ASCII only, no backslash: a blank is then what
+    ``isprintable`` or ``" " in`` finds, so no ``\\s`` class is needed.  (The
+    regex loop cost ~110k instructions for a SIPp Proxy-Authorization.)"""
+    if not text.isascii() or "\\" in text:
+        return None
+    params: dict[str, str] = {}
+    for piece in text.split(","):
+        piece = piece.strip(" \t")
+        if not piece:
+            continue
+        name, eq, raw = piece.partition("=")
+        name = name.rstrip(" \t")
+        raw = raw.lstrip(" \t")
+        if not (eq and name and raw and name.isprintable() and " " not in name
+                and raw.isprintable() and " " not in raw):
+            return None
+        if raw[0] == '"':
+            if len(raw) < 2 or raw[-1] != '"' or '"' in raw[1:-1]:
+                return None
+            params[name.lower()] = raw[1:-1]
+        elif '"' in raw:
+            return None
+        else:
+            params[name.lower()] = raw
+    return params
+
+
 def parse_auth(value: str) -> Credentials:
     """``scheme param=value, param="value", ...`` (comma-separated auth-params)."""
     text = value.strip()
@@ -464,7 +494,10 @@ def parse_auth(value: str) -> Credentials:
     scheme = text[:space]
     if not scheme or not is_token(scheme):
         raise ParseError(f"bad auth scheme in {value!r}")
-    params: dict[str, str] = {}
+    params = _split_auth_params(text[space:])
+    if params is not None:
+        return Credentials(scheme, params)
+    params = {}
     pos = space
     n = len(text)
     while pos < n and text[pos] in " \t,":

@@ -293,3 +293,30 @@ def test_fast_built_values_equal_the_dataclass_ones() -> None:
     assert name_addr == headers_module.NameAddr(headers_module.parse_uri("sip:a@b"), "A",
                                                 (("tag", "1"),))
     assert not name_addr.wildcard and name_addr.tag == "1"
+
+
+def _auth_outcome(value: str) -> object:
+    try:
+        credentials = headers_module.parse_auth(value)
+    except SipError as exc:
+        return type(exc).__name__
+    return credentials.scheme, credentials.params
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(st.sampled_from(list('a=", \\\t\x1fé;:')), max_size=8),
+    st.sampled_from(['username="1001"', 'realm="a b"', "nc=00000001", "qop=auth", ",", " ",
+                     'uri="sip:a@b,c"', 'x="\\"q\\""', "a = b", 'e=""', "f=", "=g", 'h="i'])),
+    max_size=6))
+def test_auth_split_agrees_with_the_regex_loop(pieces: list[str]) -> None:
+    value = "Digest " + ",".join(pieces)
+    with mock.patch.object(headers_module, "_split_auth_params", lambda text: None):
+        slow = _auth_outcome(value)
+    assert _auth_outcome(value) == slow
+
+
+def test_auth_split_is_taken_for_a_usual_header() -> None:
+    assert headers_module._split_auth_params(
+        ' username="1001",realm="switch.local", nc=00000001 ,qop=auth') == {
+        "username": "1001", "realm": "switch.local", "nc": "00000001", "qop": "auth"}
