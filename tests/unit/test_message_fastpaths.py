@@ -1,6 +1,6 @@
 """The message layer's fast paths agree with the general code they short-cut.
 
-The parser reads the header block in one regex pass and the start line with one
+The parser reads the header block in one tight loop and the start line with one
 match when they have the usual shape, and falls back to the line-by-line code
 otherwise; Headers looks names up as given before translating them; tag_of and
 _has_tag use one regex.  Each is checked here against the general path (or the
@@ -10,6 +10,7 @@ code it replaced) on generated input.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import ExitStack
 from unittest import mock
 
@@ -106,9 +107,18 @@ def test_fast_block_is_taken_for_usual_messages() -> None:
     assert headers.get("subject") == ""
     assert headers.get("x-odd") == "spaced value"
     assert parser._parse_block(block + "\r\nVia: second", Headers(), Limits()) is True
-    # folding, bare LF, bare CR before the CRLF: the line-by-line way
-    for odd in ("Subject: a\r\n b", "Subject: a\nb", "Subject: a\r", "Bad Name: x"):
-        assert parser._parse_block(block + "\r\n" + odd, Headers(), Limits()) is None
+    # folding, a name that is not a token, no colon: the line-by-line way, from
+    # empty headers
+    for odd in ("Subject: a\r\n b", "Bad Name: x", "Subject", "Via\n: x"):
+        headers = Headers()
+        assert parser._parse_block(block + "\r\n" + odd, headers, Limits()) is None
+        assert len(headers) == 0
+    # a bare LF or CR inside a line stays in the value, as line by line
+    for odd in ("Subject: a\nb", "Subject: a\r", "Subject: a\rb"):
+        fast, slow = Headers(), Headers()
+        assert parser._parse_block(block + "\r\n" + odd, fast, Limits()) is True
+        parser._parse_fields(["start", *(block + "\r\n" + odd).split("\r\n")], slow, Limits())
+        assert list(fast) == list(slow)
 
 
 # --- Headers: lookups by any spelling --------------------------------------------
@@ -225,3 +235,88 @@ def test_auth_param_pattern_matches_the_old_one(text: str, pos: int) -> None:
     old = _OLD_AUTH_PARAM.match(text, pos)
     new = headers_module._AUTH_PARAM.match(text, pos)
     assert (old and (old.span(), old.groups())) == (new and (new.span(), new.groups()))
+
+
+# --- parse_params, parse_name_addr, parse_via: fast paths and caches ------------
+
+def _params_slow(text: str) -> object:
+    """parse_params with its tokens-only fast path switched off."""
+    with mock.patch.object(headers_module, "_SIMPLE_PARAMS", mock.Mock(fullmatch=lambda t: None)):
+        try:
+            return headers_module.parse_params(text)
+        except SipError as exc:
+            return type(exc).__name__
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(st.sampled_from(list(';=aZ0-.!~`:" \t[]@,\\')), max_size=20))
+def test_params_fast_path_agrees_with_the_loop(text: str) -> None:
+    try:
+        fast: object = headers_module.parse_params(text)
+    except SipError as exc:
+        fast = type(exc).__name__
+    assert fast == _params_slow(text)
+
+
+_NAME_ADDR_PARTS = st.sampled_from(['"Al \\"x\\" ice"', "Bob", "<sip:a@b:5060;lr>", "sip:c@d",
+                                    "<tel:+1-2>", ";tag=1", ";TAG=x", "; q=0.5", ";ex", "*",
+                                    " ", "<", ">", '"', ";", "=", "sip:a@b;x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NAME_ADDR_PARTS, max_size=4), st.booleans())
+def test_cached_name_addr_and_via_match_a_fresh_parse(parts: list[str], wildcard: bool) -> None:
+    value = "".join(parts)
+
+    def outcome(parse: Callable[[], object]) -> object:
+        try:
+            return parse()
+        except SipError as exc:
+            return type(exc).__name__
+
+    def fresh() -> object:
+        headers_module._parse_name_addr.cache_clear()
+        return headers_module.parse_name_addr(value, allow_wildcard=wildcard)
+
+    for _ in range(2):   # the second one from the cache (errors are not cached)
+        cached = outcome(lambda: headers_module.parse_name_addr(value, allow_wildcard=wildcard))
+        assert cached == outcome(fresh)
+        assert outcome(lambda: tag_of(value)) == outcome(lambda: tag_of.__wrapped__(value))
+
+
+def test_fast_built_values_equal_the_dataclass_ones() -> None:
+    via = parse_via("SIP/2.0/UDP h:5060;branch=z9hG4bK-1")
+    assert via == headers_module.Via("UDP", "h", 5060, (("branch", "z9hG4bK-1"),))
+    assert hash(via) == hash(headers_module.Via("UDP", "h", 5060, (("branch", "z9hG4bK-1"),)))
+    assert parse_via("SIP/2.0/UDP h:5060;branch=z9hG4bK-1") is via     # cached
+    name_addr = headers_module.parse_name_addr('"A" <sip:a@b>;tag=1')
+    assert name_addr == headers_module.NameAddr(headers_module.parse_uri("sip:a@b"), "A",
+                                                (("tag", "1"),))
+    assert not name_addr.wildcard and name_addr.tag == "1"
+
+
+def _auth_outcome(value: str) -> object:
+    try:
+        credentials = headers_module.parse_auth(value)
+    except SipError as exc:
+        return type(exc).__name__
+    return credentials.scheme, credentials.params
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(st.sampled_from(list('a=", \\\t\x1fé;:')), max_size=8),
+    st.sampled_from(['username="1001"', 'realm="a b"', "nc=00000001", "qop=auth", ",", " ",
+                     'uri="sip:a@b,c"', 'x="\\"q\\""', "a = b", 'e=""', "f=", "=g", 'h="i'])),
+    max_size=6))
+def test_auth_split_agrees_with_the_regex_loop(pieces: list[str]) -> None:
+    value = "Digest " + ",".join(pieces)
+    with mock.patch.object(headers_module, "_split_auth_params", lambda text: None):
+        slow = _auth_outcome(value)
+    assert _auth_outcome(value) == slow
+
+
+def test_auth_split_is_taken_for_a_usual_header() -> None:
+    assert headers_module._split_auth_params(
+        ' username="1001",realm="switch.local", nc=00000001 ,qop=auth') == {
+        "username": "1001", "realm": "switch.local", "nc": "00000001", "qop": "auth"}
