@@ -83,6 +83,7 @@ from switch.call.model import (
 from switch.call.offers import (
     anchor_answer,
     anchor_offer,
+    check_offer,
     leg_config,
     local_answer,
     local_offer,
@@ -92,7 +93,7 @@ from switch.call.offers import (
 from switch.call.routing import best_response, classify, target_user_part
 from switch.config import Config, User
 from switch.events import CALL_ANSWERED, CALL_CREATED, CALL_ENDED, FEATURE_INVOKED
-from switch.logs import call_context
+from switch.logs import call_context, reset_call_id, set_call_id
 from switch.metrics import Metrics
 from switch.model import (
     CallView,
@@ -223,15 +224,14 @@ class _Guard:
     out an ``Exception`` other than a ``ControlError`` (a refusal meant for the
     API caller) is swallowed after the call is failed by ``_guard_failed``."""
 
-    __slots__ = ("_call", "_context", "_controller")
+    __slots__ = ("_call", "_controller", "_token")
 
     def __init__(self, controller: CallController, call: Call) -> None:
         self._controller = controller
         self._call = call
-        self._context = call_context(call.id)
 
     def __enter__(self) -> None:
-        self._context.__enter__()
+        self._token = set_call_id(self._call.id)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> bool:
@@ -241,7 +241,7 @@ class _Guard:
             self._controller._guard_failed(self._call, exc)
             return True
         finally:
-            self._context.__exit__(None, None, None)
+            reset_call_id(self._token)
 
 
 class _Lingering:
@@ -690,7 +690,7 @@ class CallController:
         if offer_body is not None:
             try:
                 offer = parse_sdp(offer_body)
-                anchor_offer(offer, address=self._media_host, port=0)   # codecs we relay?
+                check_offer(offer)      # codecs we relay? (488 if not)
             except SdpNotAcceptable:
                 self._end_call(call, CallResult.FAILED, "no_common_codec", status=488)
                 return

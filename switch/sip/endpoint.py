@@ -522,7 +522,7 @@ class Endpoint:
         if maddr and source.transport == "udp":
             return Destination(transport="udp", host=maddr, port=via.port or 5060)
         host = received or via.host.strip("[]")
-        if rport and rport.isdigit():
+        if rport and (rport.isascii() and rport.isdigit()):
             port = int(rport)
         else:
             port = via.port or (5061 if via.transport == "TLS" else 5060)

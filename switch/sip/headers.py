@@ -285,7 +285,7 @@ def parse_cseq(value: str) -> CSeq:
     """``seq method``; cached: phones repeat the same few values ("1 INVITE",
     "2 INVITE", "102 BYE") call after call, and ``CSeq`` is immutable."""
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or not is_token(parts[1]):
         raise ParseError(f"malformed CSeq {value!r}")
     seq = int(parts[0])
     if seq >= 2**31:   # §8.1.1.5: the sequence number MUST be less than 2**31
@@ -522,6 +522,7 @@ def parse_auth(value: str) -> Credentials:
 
 def parse_uint(value: str, what: str, *, maximum: int = 2**32 - 1) -> int:
     text = value.strip()
-    if not text.isdigit() or int(text) > maximum:
+    # isascii: str.isdigit() is also true of '²' and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or int(text) > maximum:
         raise ParseError(f"bad {what} {value!r}")
     return int(text)

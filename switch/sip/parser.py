@@ -142,7 +142,8 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
             body = data[body_start:]
         else:
             # parse_uint without the call for the usual digits-only value
-            length = (int(length_text) if length_text.isdigit() and len(length_text) < 10
+            length = (int(length_text) if length_text.isascii() and length_text.isdigit()
+                      and len(length_text) < 10
                       else parse_uint(length_text, "Content-Length"))
             available = len(data) - body_start
             if length > available:
@@ -177,7 +178,7 @@ def _parse_start_line_checked(line: str) -> Message:
             raise ParseError(f"malformed status line {line!r}")
         version, code = parts[0], parts[1]
         _check_version(version)
-        if len(code) != 3 or not code.isdigit() or code[0] == "0":
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
             raise ParseError(f"bad status code {code!r}")
         reason = parts[2] if len(parts) == 3 else ""
         return Response(int(code), reason)
@@ -445,6 +446,6 @@ def _content_length(head: bytes) -> int:
     if len(matches) > 1:
         raise ParseError("Content-Length appears more than once")
     text = matches[0].strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ParseError(f"bad Content-Length {text!r}")
     return int(text)

@@ -159,7 +159,7 @@ class _ContactRequest:
 
 def _delta_seconds(value: str, what: str) -> int:
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ParseError(f"bad {what} {value!r}")
     return min(int(text), _MAX_DELTA)
 
@@ -308,7 +308,7 @@ class Registrar:
             reg_text = item.param("reg-id")
             reg_id = None
             if reg_text is not None:
-                if not reg_text.isdigit() or not 0 < int(reg_text) < 2**31:
+                if not (reg_text.isascii() and reg_text.isdigit()) or not 0 < int(reg_text) < 2**31:
                     raise ParseError(f"bad reg-id {reg_text!r}")
                 reg_id = int(reg_text)
             key = contact_key(item.uri, instance_id, reg_id)

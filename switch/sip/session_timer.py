@@ -83,7 +83,7 @@ def parse_session_expires(value: str) -> tuple[int, str | None]:
     text = value.strip()
     semi = text.find(";")
     delta_text = (text if semi < 0 else text[:semi]).strip()
-    if not delta_text.isdigit():
+    if not (delta_text.isascii() and delta_text.isdigit()):
         raise ParseError(f"bad Session-Expires {value!r}")
     params = parse_params(text[semi:] if semi >= 0 else "", "Session-Expires")
     refresher = get_param(params, "refresher")
@@ -96,7 +96,7 @@ def parse_session_expires(value: str) -> tuple[int, str | None]:
 
 def parse_min_se(value: str) -> int:
     text = value.strip().split(";")[0].strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ParseError(f"bad Min-SE {value!r}")
     return int(text)
 

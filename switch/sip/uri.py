@@ -159,7 +159,8 @@ def split_hostport(hostport: str, what: str) -> tuple[str, int | None]:
         raise ParseError(f"no host in {what}")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if (not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5
+            or int(port_text) > 65535):
         raise ParseError(f"bad port {port_text!r} in {what}")
     return host, int(port_text)
 

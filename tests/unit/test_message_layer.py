@@ -118,6 +118,9 @@ def test_bare_lf_tolerated() -> None:
     OPTIONS.replace(b"CSeq: 7 OPTIONS", b"CSeq: seven OPTIONS"),
     OPTIONS.replace(b"CSeq: 7 OPTIONS", b"CSeq: 2147483648 OPTIONS"),   # §8.1.1.5 < 2**31
     OPTIONS.replace(b"Max-Forwards: 70", b"Max-Forwards: 256"),
+    OPTIONS.replace(b"Max-Forwards: 70", "Max-Forwards: \u00b2".encode()),   # isdigit(), not int
+    OPTIONS.replace(b"CSeq: 7 OPTIONS", "CSeq: \u0667 OPTIONS".encode()),      # Arabic-Indic 7
+    OPTIONS.replace(b"Content-Length: 0", "Content-Length: \u00b9".encode()),
     OPTIONS.replace(b"Via: SIP/2.0/UDP 127.0.0.1:5061", b"Via: SIP/2.0/UDP 127.0.0.1:99999"),
     OPTIONS.replace(b"Call-ID: opt-1@127.0.0.1", b"Call-ID: "),
     OPTIONS.replace(b"SIP/2.0\r\n", b"SIP/2.0 \r\n", 1),
