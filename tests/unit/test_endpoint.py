@@ -320,6 +320,13 @@ def options_request() -> Request:
     ]))
 
 
+def invite_request() -> Request:
+    invite = options_request()
+    invite.method = "INVITE"
+    invite.headers.set("CSeq", "1 INVITE")
+    return invite
+
+
 def reply(ep_out: Outgoing, status: int) -> bytes:
     request = parse_message(ep_out.data)
     assert isinstance(request, Request)
@@ -357,9 +364,7 @@ def test_client_timeout_is_an_event() -> None:
 
 def test_client_invite_acks_non_2xx_itself() -> None:
     ep = Endpoint()
-    invite = options_request()
-    invite.method = "INVITE"
-    invite.headers.set("CSeq", "1 INVITE")
+    invite = invite_request()
     invite.headers.add("Route", "<sip:edge.example.com;lr>")
     tid = ep.send_request(invite, PEER, 0.0)
     [first] = ep.datagrams_to_send()
@@ -380,9 +385,7 @@ def test_client_invite_acks_non_2xx_itself() -> None:
 
 def test_client_cancel_has_its_own_transaction() -> None:
     ep = Endpoint()
-    invite = options_request()
-    invite.method = "INVITE"
-    invite.headers.set("CSeq", "1 INVITE")
+    invite = invite_request()
     invite_id = ep.send_request(invite, PEER, 0.0)
     [first] = ep.datagrams_to_send()
     ep.receive(reply(first, 180), UDP_SRC, 0.1)
@@ -509,9 +512,7 @@ def test_timer_heap_holds_numbers_not_terminated_transactions() -> None:
     # Timer C (3 min) is cancelled by the 2xx and Timer M ends the transaction
     # after 32 s: C's dead heap entry must not keep the transaction alive.
     ep = Endpoint()
-    invite = options_request()
-    invite.method = "INVITE"
-    invite.headers.set("CSeq", "1 INVITE")
+    invite = invite_request()
     tid = ep.send_request(invite, PEER, 0.0)
     [first] = ep.datagrams_to_send()
     ep.receive(reply(first, 180), UDP_SRC, 0.1)
